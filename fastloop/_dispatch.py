@@ -1,0 +1,237 @@
+"""The dispatch core under `CallbackHandler` (private; every callback style goes through it).
+
+Three jobs, all done once when a handler is built, so that firing an event is a plain loop:
+
+1. **Call lists.** For each event, the bound methods that a callback really overrides.  A method that is
+   still the base class's no-op is left out, so a callback costs nothing at events it does not implement.
+   An object with no such method at all (a list appended to ``learn.callbacks`` by mistake) gets a stub
+   that raises Python's own ``AttributeError`` when the event fires, exactly where fastai v1 raised it.
+2. **Hook checks.** A method named like an event but not one (``on_epoch_start``) is reported with the
+   nearest real name; a hook whose required parameter is neither a state key nor an extra of its event
+   (``on_batch_begin(self, last_ouput, **kwargs)``) is refused with `CallbackSignatureError`.
+3. **Errors that name their origin.** An exception raised by a hook keeps its type and traceback and gets a
+   PEP 678 note naming the callback and the event (and, for a ``TypeError`` about a missing argument, the
+   state keys that do not exist yet).  A bad return value raises fastai v1's exact exception with the same
+   kind of note.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "EVENTS", "EVENT_EXTRAS", "STATE_KEYS", "CallbackSignatureError", "build_call_lists", "check_hooks",
+    "fire", "apply_update", "note",
+]
+
+#: fastai v1's ten events, in the order a fit meets them.
+EVENTS: tuple[str, ...] = (
+    "train_begin", "epoch_begin", "batch_begin", "loss_begin", "backward_begin",
+    "backward_end", "step_end", "batch_end", "epoch_end", "train_end",
+)
+
+#: Keyword arguments that an event passes besides the state; they are not state keys and cannot be returned.
+EVENT_EXTRAS: dict[str, frozenset[str]] = {e: frozenset() for e in EVENTS}
+EVENT_EXTRAS["train_begin"] = frozenset({"metrics_names"})
+EVENT_EXTRAS["train_end"] = frozenset({"exception"})
+
+#: Every key of ``CallbackHandler.state_dict``, with the first event (in a fit) at which it exists.
+STATE_KEYS: dict[str, str] = {
+    "epoch": "train_begin", "iteration": "train_begin", "num_batch": "train_begin",
+    "skip_validate": "train_begin", "n_epochs": "train_begin", "pbar": "train_begin", "metrics": "train_begin",
+    "stop_training": "epoch_begin",
+    "last_input": "batch_begin", "last_target": "batch_begin", "train": "batch_begin", "stop_epoch": "batch_begin",
+    "skip_step": "batch_begin", "skip_zero": "batch_begin", "skip_bwd": "batch_begin",
+    "last_output": "loss_begin",
+    "last_loss": "backward_begin", "smooth_loss": "backward_begin",
+    "last_metrics": "epoch_end",
+}
+
+
+class CallbackSignatureError(TypeError):
+    """A hook asks for a keyword argument that no event ever passes (a ``TypeError``, as v1 would raise later)."""
+
+
+def note(exc: BaseException, text: str) -> None:
+    """Add a PEP 678 note once (an exception that crosses nested handlers is not annotated twice)."""
+    notes = getattr(exc, "__notes__", ())
+    if text not in notes:
+        exc.add_note(text)
+
+
+def _cb_label(cb: Any) -> str:
+    return type(cb).__name__
+
+
+# ------------------------------------------------------------------------------------------------ call lists
+def _missing_hook(obj: Any, name: str) -> Callable[..., Any]:
+    """A stand-in for a hook the object lacks: calling it raises Python's own AttributeError."""
+
+    def call(**kwargs: Any) -> Any:
+        return getattr(obj, name)(**kwargs)
+
+    return call
+
+
+def build_call_lists(
+    objs: Iterable[Any], events: Iterable[str], noops: Mapping[str, Any], prefix: str = "on_"
+) -> dict[str, list[tuple[Any, Callable[..., Any]]]]:
+    """Per event, ``[(obj, bound_method), ...]`` for the objects whose method is not the base no-op.
+
+    `noops` maps each event to the base class's function; an object whose method *is* that function is
+    skipped for the event (its call would do nothing).  Order is preserved.
+    """
+    objs = list(objs)
+    table: dict[str, list[tuple[Any, Callable[..., Any]]]] = {}
+    for event in events:
+        name = prefix + event
+        base = noops.get(event)
+        calls = []
+        for obj in objs:
+            meth = getattr(obj, name, None)
+            if meth is None:
+                calls.append((obj, _missing_hook(obj, name)))
+            elif getattr(meth, "__func__", None) is not base or base is None:
+                calls.append((obj, meth))
+        table[event] = calls
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- hook checks
+@functools.cache
+def _required_params(func: Callable[..., Any]) -> tuple[str, ...]:
+    """Names a hook cannot be called without (keyword-able, no default); positional-only ones included."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return ()
+    params = list(sig.parameters.values())
+    if inspect.isfunction(func) and params:  # unbound function: drop `self`
+        params = params[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
+
+
+_SYNONYMS = {"start": "begin", "started": "begin", "starts": "begin", "begins": "begin", "begun": "begin",
+             "beginning": "begin", "before": "begin", "ended": "end", "ends": "end", "ending": "end",
+             "finish": "end", "finished": "end", "after": "end", "done": "end", "fit": "train", "training": "train",
+             "batches": "batch", "epochs": "epoch", "backwards": "backward"}
+
+
+def _suggest(name: str, valid: list[str], prefix: str) -> str | None:
+    """The event a misspelled hook most likely meant: synonyms first (start -> begin), then edit distance."""
+    words = [_SYNONYMS.get(w, w) for w in name[len(prefix):].split("_")]
+    normalised = prefix + "_".join(words)
+    if normalised in valid:
+        return normalised
+    close = difflib.get_close_matches(normalised, valid, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@functools.cache
+def _class_report(cls: type, events: tuple[str, ...], prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(misspelling messages, signature-error messages) for a callback class; computed once per class."""
+    valid = [prefix + e for e in events]
+    misspelled = []
+    for name in dir(cls):
+        if not name.startswith(prefix) or name in valid or not callable(getattr(cls, name, None)):
+            continue
+        close = _suggest(name, valid, prefix)
+        if close:
+            misspelled.append(
+                f"{cls.__name__}.{name} is not a callback event, so it is never called: "
+                f"did you mean `{close}`? (events: {', '.join(valid)})"
+            )
+    bad_sigs = []
+    known = list(STATE_KEYS)
+    for event in events:
+        func = getattr(cls, prefix + event, None)
+        if func is None or not callable(func):
+            continue
+        allowed = set(STATE_KEYS) | EVENT_EXTRAS.get(event, frozenset())
+        for param in _required_params(func):
+            if param in allowed:
+                continue
+            close = difflib.get_close_matches(param, known + sorted(EVENT_EXTRAS.get(event, ())), n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            bad_sigs.append(
+                f"{cls.__name__}.{prefix}{event} requires the parameter '{param}', which is neither a state key "
+                f"nor an extra argument of {prefix}{event}, so the event can never call it.{hint} "
+                f"(Give it a default, or take it from **kwargs.)"
+            )
+    return tuple(misspelled), tuple(bad_sigs)
+
+
+def check_hooks(obj: Any, strict: bool = False, events: tuple[str, ...] = EVENTS, prefix: str = "on_") -> None:
+    """Warn about misspelled hook names (error if `strict`) and refuse impossible hook signatures."""
+    misspelled, bad_sigs = _class_report(type(obj), tuple(events), prefix)
+    if bad_sigs:
+        raise CallbackSignatureError(bad_sigs[0])
+    for msg in misspelled:
+        if strict:
+            raise AttributeError(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
+
+
+# --------------------------------------------------------------------------------------------------- firing
+def _explain_type_error(cb: Any, event: str, state: Mapping[str, Any], extras: Mapping[str, Any], prefix: str) -> str:
+    """For a TypeError inside a hook: which required parameters are not in the state at this event."""
+    func = getattr(type(cb), prefix + event, None)
+    if func is None:
+        return ""
+    missing = [p for p in _required_params(func) if p not in state and p not in extras]
+    if not missing:
+        return ""
+    parts = []
+    for p in missing:
+        first = STATE_KEYS.get(p)
+        when = f"it first exists at {prefix}{first}" if first else "it is not a state key"
+        parts.append(f"'{p}' ({when})")
+    return f" The state has no {', '.join(parts)} yet at {prefix}{event}."
+
+
+def apply_update(state: dict[str, Any], ret: Any, cb: Any, event: str, prefix: str = "on_") -> None:
+    """Apply a hook's returned dict to `state`, key by key, with fastai v1's checks and messages."""
+    where = f"{_cb_label(cb)}.{prefix}{event}"
+    try:
+        items = ret.items()
+    except AttributeError as e:
+        note(e, f"fastloop: {where} returned {type(ret).__name__} {ret!r:.60}; a callback returns None or a "
+                f"dict of state updates.")
+        raise
+    for k, v in items:
+        if k not in state:
+            err = Exception(f"{k} isn't a valid key in the state of the callbacks.")
+            if k in STATE_KEYS:
+                why = f"it does not exist yet at {prefix}{event} (first at {prefix}{STATE_KEYS[k]})"
+            elif k in EVENT_EXTRAS.get(event, ()):
+                why = f"it is an extra argument of {prefix}{event}, not a state key"
+            else:
+                close = difflib.get_close_matches(str(k), list(state), n=1, cutoff=0.6)
+                why = "it is not a state key" + (f" (did you mean '{close[0]}'?)" if close else "")
+            note(err, f"fastloop: {where} returned the key {k!r}: {why}. Keys before it were applied.")
+            raise err
+        state[k] = v
+
+
+def fire(calls: list[tuple[Any, Callable[..., Any]]], event: str, state: dict[str, Any],
+         extras: Mapping[str, Any] | None = None, prefix: str = "on_") -> None:
+    """Call each hook with the whole state (plus `extras`) as keyword arguments; apply what it returns.
+
+    This is fastai v1's ``_call_and_update`` for a whole event: each return is applied before the next
+    callback runs, so later callbacks see the update.
+    """
+    for cb, meth in calls:
+        try:
+            ret = meth(**state, **extras) if extras else meth(**state)
+        except Exception as e:
+            hint = _explain_type_error(cb, event, state, extras or {}, prefix) if isinstance(e, TypeError) else ""
+            note(e, f"fastloop: raised in callback {_cb_label(cb)}.{prefix}{event}.{hint}")
+            raise
+        if ret is not None:
+            apply_update(state, ret, cb, event, prefix)

@@ -1,0 +1,615 @@
+"""Callbacks and the `CallbackHandler` that runs them, as in fastai v1's ``fastai.callback``.
+
+How a callback gets its arguments (the question the forums ask most): the training loop only hands the
+handler what is new -- ``cb_handler.on_batch_end(loss)`` -- and the handler writes that into its
+``state_dict``.  Then every callback's ``on_batch_end(**state_dict)`` is called, so a callback declares
+the keys it wants (``def on_batch_end(self, last_input, last_output, **kwargs)``) and lets ``**kwargs``
+swallow the rest.  If it returns a dict, each key must already be in the state and is written back
+before the next callback runs.  See README.md for the table of keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _dispatch
+from ._dispatch import EVENTS, CallbackSignatureError
+from .core import camel2snake, defaults, is_listy, is_tuple, listify
+from .torch_core import add_metrics, num_distrib, split_no_wd_params, trainable_params
+
+__all__ = [
+    "Callback", "CallbackHandler", "CallbackSignatureError", "SmoothenValue", "OptimWrapper", "Scheduler",
+    "AverageMetric", "annealing_no", "annealing_linear", "annealing_exp", "annealing_cos", "do_annealing_poly",
+    "annealing_poly", "add_metrics", "EVENTS",
+]
+
+
+# ---------------------------------------------------------------------------------------------- Callback
+class Callback:
+    """Base class of fastai v1 callbacks: ten no-op events, an `_order`, `jump_to_epoch` and `get_state`.
+
+    Each ``on_<event>`` receives the handler's whole state as keyword arguments (plus ``metrics_names`` at
+    ``on_train_begin`` and ``exception`` at ``on_train_end``) and may return a dict of state updates.
+    Callbacks run sorted by ``_order`` (stable: equal orders keep the order they were given in).
+    """
+
+    _order = 0
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        "To initialize constants in the callback."
+
+    def on_epoch_begin(self, **kwargs: Any) -> None:
+        "At the beginning of each epoch."
+
+    def on_batch_begin(self, **kwargs: Any) -> None:
+        "Set HP before the output and loss are computed."
+
+    def on_loss_begin(self, **kwargs: Any) -> None:
+        "Called after forward pass but before loss has been computed."
+
+    def on_backward_begin(self, **kwargs: Any) -> None:
+        "Called after the forward pass and the loss has been computed, but before backprop."
+
+    def on_backward_end(self, **kwargs: Any) -> None:
+        "Called after backprop but before optimizer step. Useful for true weight decay in AdamW."
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        "Called after the step of the optimizer but before the gradients are zeroed."
+
+    def on_batch_end(self, **kwargs: Any) -> None:
+        "Called at the end of the batch."
+
+    def on_epoch_end(self, **kwargs: Any) -> None:
+        "Called at the end of an epoch."
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        "Useful for cleaning up things and saving files/models."
+
+    def jump_to_epoch(self, epoch: int) -> None:
+        "To resume training at `epoch` (called after `on_train_begin` returned a non-zero `epoch`)."
+
+    def get_state(self, minimal: bool = True) -> dict:
+        """A copy of the instance's attributes, without those named in ``exclude`` (and ``not_min`` if `minimal`)."""
+        to_remove = ["exclude", "not_min"] + list(getattr(self, "exclude", []))
+        if minimal:
+            to_remove += list(getattr(self, "not_min", []))
+        return {k: v for k, v in self.__dict__.items() if k not in to_remove}
+
+    def __repr__(self) -> str:
+        try:
+            params = list(inspect.signature(type(self).__init__).parameters)[1:]
+        except (TypeError, ValueError):
+            params = []
+        exclude = list(getattr(self, "exclude", []))
+        lines = [type(self).__name__]
+        for name in params:
+            if name in exclude or name in ("args", "kwargs"):
+                continue
+            lines.append(f"{name}: {getattr(self, name, None)}")
+        return "\n".join(lines)
+
+
+#: Base no-ops per event: a callback whose method is one of these is not called for that event.
+_NOOPS = {e: getattr(Callback, "on_" + e) for e in EVENTS}
+
+
+# -------------------------------------------------------------------------------------------- smoothing
+class SmoothenValue:
+    """Debiased exponential moving average; the handler feeds it the raw loss to make ``smooth_loss``.
+
+    ``mov_avg = beta * mov_avg + (1 - beta) * v`` and ``smooth = mov_avg / (1 - beta ** n)``, so the first
+    smooth value equals the first loss.
+    """
+
+    def __init__(self, beta: float):
+        self.beta, self.n, self.mov_avg = beta, 0, 0
+
+    def add_value(self, val: Any) -> None:
+        "Add `val` to calculate updated smoothed value."
+        self.n += 1
+        self.mov_avg = self.beta * self.mov_avg + (1 - self.beta) * val
+        self.smooth = self.mov_avg / (1 - self.beta**self.n)
+
+
+# -------------------------------------------------------------------------------------------- the handler
+class _CallbackList(list):
+    """The handler's callback list: any change to it rebuilds the handler's per-event call lists."""
+
+    def __init__(self, items: Iterable[Any], on_change: Callable[[], None]):
+        super().__init__(items)
+        self._on_change = on_change
+
+    def _changed(name: str) -> Callable[..., Any]:  # noqa: N805 -- decorator factory used in the class body
+        base = getattr(list, name)
+
+        @functools.wraps(base)
+        def method(self: _CallbackList, *args: Any, **kwargs: Any) -> Any:
+            res = base(self, *args, **kwargs)
+            self._on_change()
+            return res
+
+        return method
+
+    for _name in ("append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
+                  "__setitem__", "__delitem__", "__iadd__", "__imul__"):
+        locals()[_name] = _changed(_name)
+    del _name, _changed
+
+
+class CallbackHandler:
+    """Runs callbacks and metrics at every event and keeps the ``state_dict`` they all read.
+
+    Built anew for every ``fit``, ``validate``, ``get_preds`` and ``pred_batch``.  Metrics that are plain
+    functions are wrapped in `AverageMetric`; metrics always run first, in the order given, and only at the
+    events listed in the spec (§3.3).  Callbacks are sorted by ``_order`` once, stably.
+
+    fastloop additions (behaviour seen by callbacks is unchanged):
+
+    * per event, only callbacks that override that event are called (base-class no-ops are skipped);
+    * a misspelled hook (``on_epoch_start``) warns at construction -- an error with ``strict=True`` or
+      ``defaults.strict_callbacks = True`` -- and an impossible hook signature raises
+      `CallbackSignatureError`;
+    * an exception raised by a callback carries a note naming the callback and the event.
+    """
+
+    def __init__(self, callbacks: Any = None, metrics: Any = None, beta: float = 0.98, strict: bool | None = None):
+        self.beta = beta
+        self.strict = defaults.strict_callbacks if strict is None else strict
+        # plain metric functions become AverageMetric callbacks; metric Callbacks are used as they are
+        self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in listify(metrics)]
+        # a stable sort: equal `_order`s keep the order of learn.callbacks, callback_fns, per-call callbacks
+        self._callbacks = _CallbackList(sorted(callbacks or [], key=lambda o: getattr(o, "_order", 0)), self._rebuild)
+        self._rebuild()
+        self.smoothener = SmoothenValue(beta)
+        self.state_dict: dict[str, Any] = self._initial_state()
+
+    @staticmethod
+    def _initial_state() -> dict[str, Any]:
+        # Only these four keys exist before on_train_begin; the others appear lazily (spec §4.1).
+        return {"epoch": 0, "iteration": 0, "num_batch": 0, "skip_validate": False}
+
+    @property
+    def callbacks(self) -> list:
+        "The sorted callbacks (changing this list re-plans the dispatch)."
+        return self._callbacks
+
+    @callbacks.setter
+    def callbacks(self, cbs: Iterable[Any]) -> None:
+        self._callbacks = _CallbackList(cbs, self._rebuild)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Check every callback's hooks and precompute, per event, who is called (metrics first)."""
+        for obj in self.metrics + list(self._callbacks):
+            _dispatch.check_hooks(obj, strict=self.strict)
+        mets = _dispatch.build_call_lists(self.metrics, EVENTS, _NOOPS)
+        cbs = _dispatch.build_call_lists(self._callbacks, EVENTS, _NOOPS)
+        self._cb_calls = cbs
+        self._all_calls = {e: mets[e] + cbs[e] for e in EVENTS}
+
+    def implementers(self, event: str, call_mets: bool = True) -> list:
+        "The metrics (if `call_mets`) and callbacks that `event` calls, in call order: those that override it."
+        calls = self._all_calls[event] if call_mets else self._cb_calls[event]
+        return [cb for cb, _ in calls]
+
+    # -- dispatch
+    def _call_and_update(self, cb: Any, cb_name: str, **kwargs: Any) -> None:
+        "Call `cb.on_<cb_name>` with the state and `kwargs`, then apply the returned dict (fastai v1's name)."
+        meth = getattr(cb, f"on_{cb_name}")
+        _dispatch.fire([(cb, meth)], cb_name, self.state_dict, kwargs)
+
+    def __call__(self, cb_name: str, call_mets: bool = True, **kwargs: Any) -> None:
+        "Fire event `cb_name` on the metrics (if `call_mets`) then on the callbacks."
+        calls = self._all_calls[cb_name] if call_mets else self._cb_calls[cb_name]
+        if calls:
+            _dispatch.fire(calls, cb_name, self.state_dict, kwargs)
+
+    def set_dl(self, dl: Any) -> None:
+        "A dataset that is itself a Callback takes part in the epoch (appended, unsorted)."
+        if hasattr(self, "cb_dl"):
+            self.callbacks.remove(self.cb_dl)
+        if isinstance(getattr(dl, "dataset", None), Callback):
+            self.callbacks.append(dl.dataset)
+            self.cb_dl = dl.dataset
+
+    # -- the handler's events, in the order fit calls them (see basic_train.fit)
+    def on_train_begin(self, epochs: int, pbar: Any, metrics: Any) -> None:
+        "Reset the state, fire train_begin (metrics too, with `metrics_names`), then jump if resuming."
+        self.state_dict = self._initial_state()
+        self.state_dict.update(n_epochs=epochs, pbar=pbar, metrics=metrics)
+        names = [(m.name if hasattr(m, "name") else camel2snake(m.__class__.__name__)) for m in self.metrics]
+        self("train_begin", metrics_names=names)
+        epoch = self.state_dict["epoch"]
+        if epoch != 0:  # a callback returned {'epoch': k}: run only the remaining epochs
+            if pbar is not None:
+                pbar.main_bar.total -= epoch
+            for cb in self.callbacks:
+                cb.jump_to_epoch(epoch)
+
+    def on_epoch_begin(self) -> None:
+        "Reset `num_batch` and `stop_training` (which first appears here), then fire epoch_begin."
+        self.state_dict["num_batch"], self.state_dict["stop_training"] = 0, False
+        self("epoch_begin")
+
+    def on_batch_begin(self, xb: Any, yb: Any, train: bool = True) -> tuple[Any, Any]:
+        "Put the batch in the state, reset the per-batch flags, fire batch_begin; return the (new) batch."
+        state = self.state_dict
+        state["last_input"], state["last_target"], state["train"] = xb, yb, train  # last_input enters the state
+        state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
+        self("batch_begin", call_mets=not train)
+        return state["last_input"], state["last_target"]
+
+    def on_loss_begin(self, out: Any) -> Any:
+        "Put the model output in the state, fire loss_begin; return the (new) output."
+        self.state_dict["last_output"] = out
+        self("loss_begin", call_mets=False)
+        return self.state_dict["last_output"]
+
+    def on_backward_begin(self, loss: torch.Tensor) -> tuple[Any, bool]:
+        "Smooth the raw loss into `smooth_loss`, fire backward_begin; return (loss to backprop, skip_bwd)."
+        # smooth_loss is computed here, from the loss *before* any callback replaces it
+        self.smoothener.add_value(loss.float().detach().cpu())
+        self.state_dict["last_loss"], self.state_dict["smooth_loss"] = loss, self.smoothener.smooth
+        self("backward_begin", call_mets=False)
+        return self.state_dict["last_loss"], self.state_dict["skip_bwd"]
+
+    def on_backward_end(self) -> bool:
+        "Fire backward_end; return `skip_step`."
+        self("backward_end", call_mets=False)
+        return self.state_dict["skip_step"]
+
+    def on_step_end(self) -> bool:
+        "Fire step_end; return `skip_zero`."
+        self("step_end", call_mets=False)
+        return self.state_dict["skip_zero"]
+
+    def on_batch_end(self, loss: Any) -> bool:
+        "Put the batch's (detached) loss in the state, fire batch_end, then move the counters; return `stop_epoch`."
+        state = self.state_dict
+        state["last_loss"] = loss
+        self("batch_end", call_mets=not state["train"])
+        if state["train"]:  # counters move after the callbacks, and only for training batches
+            state["iteration"] += 1
+            state["num_batch"] += 1
+        return state["stop_epoch"]
+
+    def on_epoch_end(self, val_loss: Any) -> bool:
+        "`last_metrics = [val_loss]`, fire epoch_end (metrics if validation ran), `epoch += 1`; return `stop_training`."
+        self.state_dict["last_metrics"] = [val_loss] if val_loss is not None else [None]
+        self("epoch_end", call_mets=val_loss is not None)
+        self.state_dict["epoch"] += 1
+        return self.state_dict["stop_training"]
+
+    def on_train_end(self, exception: BaseException | bool) -> None:
+        "Fire train_end with `exception` (the Exception raised during fit, or False)."
+        self("train_end", exception=exception)
+
+    @property
+    def skip_validate(self) -> bool:
+        "The state's `skip_validate` flag (read by fit after each epoch's training loop)."
+        return self.state_dict["skip_validate"]
+
+
+# -------------------------------------------------------------------------------------------- metrics
+class AverageMetric(Callback):
+    """Wraps a metric function ``f(output, *targets)`` into a callback averaging it over validation batches.
+
+    Events: ``on_epoch_begin`` (reset), ``on_batch_end`` (reads ``last_output``, ``last_target``; validation
+    only, since metrics get batch events only when ``train`` is False), ``on_epoch_end`` (reads
+    ``last_metrics``, returns it with the batch-size-weighted mean appended).
+    """
+
+    def __init__(self, func: Callable[..., torch.Tensor]):
+        # a partial given its own __name__ uses it; an unnamed partial uses the wrapped function's name
+        self.func = func
+        self.name = getattr(func, "__name__", None) or func.func.__name__
+        self.world = num_distrib()
+
+    def on_epoch_begin(self, **kwargs: Any) -> None:
+        "Set the inner values to 0."
+        self.val, self.count = 0.0, 0
+
+    def on_batch_end(self, last_output: Any, last_target: Any, **kwargs: Any) -> None:
+        "Update metric computation with `last_output` and `last_target`."
+        if not is_listy(last_target):
+            last_target = [last_target]
+        bs = last_target[0].size(0)
+        self.count += bs
+        val = self.func(last_output, *last_target)
+        if self.world:
+            import torch.distributed as dist
+
+            val = val.clone()
+            dist.all_reduce(val, op=dist.ReduceOp.SUM)
+            val /= self.world
+        self.val += bs * val.detach().cpu()
+
+    def on_epoch_end(self, last_metrics: Any, **kwargs: Any) -> dict:
+        "Set the final result in `last_metrics`."
+        return add_metrics(last_metrics, self.val / self.count)
+
+
+# ------------------------------------------------------------------------------------ annealing/scheduler
+def annealing_no(start: Any, end: Any, pct: float) -> Any:
+    "No annealing, always return `start`."
+    return start
+
+
+def annealing_linear(start: Any, end: Any, pct: float) -> Any:
+    "Linearly anneal from `start` to `end` as pct goes from 0.0 to 1.0."
+    return start + pct * (end - start)
+
+
+def annealing_exp(start: Any, end: Any, pct: float) -> Any:
+    "Exponentially anneal from `start` to `end` as pct goes from 0.0 to 1.0."
+    return start * (end / start) ** pct
+
+
+def annealing_cos(start: Any, end: Any, pct: float) -> Any:
+    "Cosine anneal from `start` to `end` as pct goes from 0.0 to 1.0 (exactly `end` at 1.0)."
+    cos_out = np.cos(np.pi * pct) + 1
+    return end + (start - end) / 2 * cos_out
+
+
+def do_annealing_poly(start: Any, end: Any, pct: float, degree: float) -> Any:
+    "Helper function for `annealing_poly`."
+    return end + (start - end) * (1 - pct) ** degree
+
+
+def annealing_poly(degree: float) -> Callable[[Any, Any, float], Any]:
+    "Anneal polynomially from `start` to `end` as pct goes from 0.0 to 1.0."
+    return functools.partial(do_annealing_poly, degree=degree)
+
+
+class Scheduler:
+    """Steps a hyper-parameter from ``start`` to ``end`` over `n_iter` iterations with `func`.
+
+    Only a *tuple* is a ``(start, end)`` range (default: linear); anything else is a constant (default:
+    `annealing_no`).  ``step()`` moves first, so it never returns ``start``: callers set it themselves.
+    """
+
+    def __init__(self, vals: Any, n_iter: int, func: Callable | None = None):
+        self.start, self.end = (vals[0], vals[1]) if is_tuple(vals) else (vals, 0)
+        self.n_iter = max(1, n_iter)
+        if func is None:
+            self.func = annealing_linear if is_tuple(vals) else annealing_no
+        else:
+            self.func = func
+        self.n = 0
+
+    def restart(self) -> None:
+        "Start the schedule over."
+        self.n = 0
+
+    def step(self) -> Any:
+        "Return next value along annealed schedule."
+        self.n += 1
+        return self.func(self.start, self.end, self.n / self.n_iter)
+
+    @property
+    def is_done(self) -> bool:
+        "Return `True` if schedule completed."
+        return self.n >= self.n_iter
+
+
+# -------------------------------------------------------------------------------------------- OptimWrapper
+class OptimWrapper:
+    """A torch optimizer with fastai v1's hyper-parameter API: per layer group `lr`, `mom`, `beta`, `wd`.
+
+    Every layer group owns two torch param groups (weights, then the "no weight decay" ones: biases and
+    norm layers).  The getters return the *last* layer group's value; the setters take a scalar (broadcast)
+    or one value per layer group, and write both param groups.  With ``true_wd`` the weight decay is applied
+    by hand before the step (``p *= 1 - lr*wd``), to the no-wd group too when ``bn_wd``.
+
+    ``zero_grad()`` sets grads to zero (not None), as torch 1.x did when fastai v1 was written: v1
+    callbacks that divide or read ``.grad`` after a step keep working.  Pass ``set_to_none=True`` for
+    torch 2's default.  Unknown attributes are looked up on the torch optimizer, and read as None if it
+    lacks them too (v1 behaviour).
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, wd: Any = 0.0, true_wd: bool = False, bn_wd: bool = True):
+        assert not isinstance(opt, OptimWrapper), "OptimWrapper cannot wrap another OptimWrapper"
+        self.opt, self.true_wd, self.bn_wd = opt, true_wd, bn_wd
+        self.opt_keys = [k for k in self.opt.param_groups[0] if k != "params"]
+        self.read_defaults()
+        self.wd = wd
+
+    @classmethod
+    def create(cls, opt_func: Callable, lr: Any, layer_groups: Sequence[nn.Module], wd: Any = 0.0,
+               true_wd: bool = False, bn_wd: bool = True, split_no_wd: bool = True) -> OptimWrapper:
+        "Create an `optim.Optimizer` from `opt_func` with `lr`, two param groups per layer group."
+        if split_no_wd:
+            split_params = split_no_wd_params(layer_groups)
+        else:
+            split_params = [p for lg in layer_groups for p in (trainable_params(lg), [])]
+        opt = opt_func([{"params": p, "lr": 0} for p in split_params])
+        opt = cls(opt, wd=wd, true_wd=true_wd, bn_wd=bn_wd)
+        opt.lr, opt.opt_func = listify(lr, layer_groups), opt_func
+        return opt
+
+    def new(self, layer_groups: Sequence[nn.Module], split_no_wd: bool = True) -> OptimWrapper:
+        "A wrapper of the same kind over `layer_groups`, with the same hyper-parameters."
+        opt_func = getattr(self, "opt_func", self.opt.__class__)
+        res = self.create(opt_func, self.lr, layer_groups, wd=self.wd, true_wd=self.true_wd, bn_wd=self.bn_wd,
+                          split_no_wd=split_no_wd)
+        res.mom, res.beta = self.mom, self.beta
+        return res
+
+    def new_with_params(self, param_groups: Sequence[Sequence[torch.Tensor]]) -> OptimWrapper:
+        "A wrapper of the same kind over explicit `param_groups` (two per layer group)."
+        opt_func = getattr(self, "opt_func", self.opt.__class__)
+        opt = opt_func([{"params": p, "lr": 0} for p in param_groups])
+        opt = self.__class__(opt, wd=self.wd, true_wd=self.true_wd, bn_wd=self.bn_wd)
+        opt.lr, opt.opt_func, opt.mom, opt.beta = self.lr, opt_func, self.mom, self.beta
+        return opt
+
+    def __repr__(self) -> str:
+        return f"OptimWrapper over {self.opt!r}.\nTrue weight decay: {self.true_wd}"
+
+    # -- the optimizer's own methods
+    def step(self) -> None:
+        "Apply true weight decay (if on), then the inner optimizer's step."
+        if self.true_wd:
+            groups = self.opt.param_groups
+            for lr, wd, pg_wd, pg_no_wd in zip(self._lr, self._wd, groups[::2], groups[1::2]):
+                factor = 1 - wd * lr
+                # one fused multiply per param group (the same arithmetic as p.mul_(factor) per param)
+                with torch.no_grad():
+                    if pg_wd["params"]:
+                        torch._foreach_mul_(pg_wd["params"], factor)
+                    if self.bn_wd and pg_no_wd["params"]:
+                        torch._foreach_mul_(pg_no_wd["params"], factor)
+            self.set_val("weight_decay", listify(0, self._wd))
+        self.opt.step()
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        "Zero the gradients (in place, as torch 1.x did; ``set_to_none=True`` for torch 2's behaviour)."
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, k: str) -> Any:
+        # only reached for attributes the wrapper lacks: look on the torch optimizer, None if absent (v1)
+        if k == "opt" or (k.startswith("__") and k.endswith("__")):
+            raise AttributeError(k)
+        return getattr(self.opt, k, None)
+
+    def __setstate__(self, data: Any) -> None:
+        self.__dict__.update(data)
+
+    def state_dict(self) -> dict:
+        "The inner optimizer's state dict."
+        return self.opt.state_dict()
+
+    def load_state_dict(self, sd: dict) -> None:
+        "Load the inner optimizer's state dict (the wrapper's own lr/mom/... lists are not changed, as in v1)."
+        self.opt.load_state_dict(sd)
+
+    def clear(self) -> None:
+        "Reset the state of the inner optimizer."
+        sd = self.state_dict()
+        sd["state"] = {}
+        self.load_state_dict(sd)
+
+    @property
+    def n_params(self) -> int:
+        "Number of parameters handled by the optimizer."
+        return sum(len(pg["params"]) for pg in self.opt.param_groups)
+
+    # -- hyper-parameters
+    @property
+    def lr(self) -> Any:
+        "Learning rate of the last layer group."
+        return self._lr[-1]
+
+    @lr.setter
+    def lr(self, val: Any) -> None:
+        self._lr = self.set_val("lr", listify(val, self._lr))
+
+    @property
+    def mom(self) -> Any:
+        "Momentum (or Adam's beta1) of the last layer group."
+        return self._mom[-1]
+
+    @mom.setter
+    def mom(self, val: Any) -> None:
+        if "momentum" in self.opt_keys:
+            self.set_val("momentum", listify(val, self._mom))
+        elif "betas" in self.opt_keys:
+            self.set_val("betas", (listify(val, self._mom), self._beta))
+        self._mom = listify(val, self._mom)
+
+    @property
+    def beta(self) -> Any:
+        "Adam's beta2 (or RMSprop's alpha) of the last layer group; None if the optimizer has none."
+        return None if self._beta is None else self._beta[-1]
+
+    @beta.setter
+    def beta(self, val: Any) -> None:
+        if val is None:
+            return
+        if "betas" in self.opt_keys:
+            self.set_val("betas", (self._mom, listify(val, self._beta)))
+        elif "alpha" in self.opt_keys:
+            self.set_val("alpha", listify(val, self._beta))
+        self._beta = listify(val, self._beta)
+
+    @property
+    def wd(self) -> Any:
+        "Weight decay of the last layer group."
+        return self._wd[-1]
+
+    @wd.setter
+    def wd(self, val: Any) -> None:
+        if not self.true_wd:
+            self.set_val("weight_decay", listify(val, self._wd), bn_groups=self.bn_wd)
+        self._wd = listify(val, self._wd)
+
+    def read_defaults(self) -> None:
+        "Read the wrapper's lists from the torch param groups (even-indexed ones: one per layer group)."
+        self._mom, self._beta = None, None
+        self._lr = self.read_val("lr")
+        if "momentum" in self.opt_keys:
+            self._mom = self.read_val("momentum")
+        if "alpha" in self.opt_keys:
+            self._beta = self.read_val("alpha")
+        if "betas" in self.opt_keys:
+            self._mom, self._beta = self.read_val("betas")
+        n_groups = len(self.opt.param_groups[::2])
+        self._wd = self.read_val("weight_decay") if "weight_decay" in self.opt_keys else [0.0] * n_groups
+        reserved = ["params", "lr", "momentum", "alpha", "betas", "weight_decay"]
+        self._stats = {n: self.read_val(n) for n in self.opt_keys if n not in reserved}
+
+    def get_stat(self, name: str) -> Any:
+        "Read hyper-parameter `name` (lr/mom/beta/wd through the properties, others from the param groups)."
+        if name in ["lr", "mom", "beta", "wd"]:
+            return getattr(self, name)
+        return self._stats[name][-1]
+
+    def set_stat(self, name: str, value: Any) -> None:
+        "Set hyper-parameter `name` to `value` (scalar broadcast, or one per layer group)."
+        if name in ["lr", "mom", "beta", "wd"]:
+            setattr(self, name, value)
+        else:
+            value = listify(value, self._stats[name])
+            self.set_val(name, value)
+            self._stats[name] = value
+
+    def set_val(self, key: str, val: Any, bn_groups: bool = True) -> Any:
+        "Write `val` (one per layer group; a pair of lists for tuples) into both param groups of each layer group."
+        if is_tuple(val):
+            val = [(v1, v2) for v1, v2 in zip(*val)]
+        groups = self.opt.param_groups
+        for v, pg1, pg2 in zip(val, groups[::2], groups[1::2]):
+            pg1[key] = v
+            if bn_groups:
+                pg2[key] = v
+        return val
+
+    def read_val(self, key: str) -> Any:
+        "Read a hyper-parameter from the even-indexed param groups (a pair of lists for tuple values)."
+        val = [pg[key] for pg in self.opt.param_groups[::2]]
+        if is_tuple(val[0]):
+            val = [o[0] for o in val], [o[1] for o in val]
+        return val
+
+    def get_state(self) -> dict:
+        "The wrapper's state: optimizer state dict and hyper-parameter lists."
+        return {"opt_state": self.opt.state_dict(), "lr": self._lr, "wd": self._wd, "beta": self._beta,
+                "mom": self._mom, "opt_func": getattr(self, "opt_func", None), "true_wd": self.true_wd,
+                "bn_wd": self.bn_wd}
+
+    @classmethod
+    def load_with_state_and_layer_group(cls, state: dict, layer_groups: Sequence[nn.Module]) -> OptimWrapper:
+        "Rebuild a wrapper from `get_state()` over `layer_groups`."
+        res = cls.create(state["opt_func"], state["lr"], layer_groups, wd=state["wd"], true_wd=state["true_wd"],
+                         bn_wd=state["bn_wd"])
+        res._mom, res._beta = state["mom"], state["beta"]
+        res.load_state_dict(state["opt_state"])
+        return res
+
