@@ -104,11 +104,14 @@ class BatchEndCallback(Callback):
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def run_raw(w: Workload, batches: list) -> tuple[float, nn.Module, list]:
-    "What a user writes by hand (keeping the losses); returns (seconds, model, losses)."
+Times = tuple[float, float]  # (wall seconds, CPU seconds of this process)
+
+
+def run_raw(w: Workload, batches: list) -> tuple[Times, nn.Module, list]:
+    "What a user writes by hand (keeping the losses); returns ((wall, cpu) seconds, model, losses)."
     model = make_model(w.sizes)
     gc.collect()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
     model.train()
     losses = []
@@ -118,7 +121,7 @@ def run_raw(w: Workload, batches: list) -> tuple[float, nn.Module, list]:
         opt.step()
         opt.zero_grad()
         losses.append(loss.detach())
-    t = time.perf_counter() - t0
+    t = time.perf_counter() - t0, time.process_time() - c0
     return t, model, losses
 
 
@@ -145,17 +148,17 @@ def make_learner(w: Workload, batches: list, v: Variant) -> Learner:
     return Learner(data, make_model(w.sizes), loss_func=F.cross_entropy, wd=WD, silent=v.no_bar)
 
 
-def run_fastloop(w: Workload, batches: list, v: Variant) -> tuple[float, nn.Module, Learner]:
-    "One `learn.fit(1)`; returns (seconds, model, learner).  Learner construction is not timed."
+def run_fastloop(w: Workload, batches: list, v: Variant) -> tuple[Times, nn.Module, Learner]:
+    "One `learn.fit(1)`; returns ((wall, cpu) seconds, model, learner).  Learner construction is not timed."
     learn = make_learner(w, batches, v)
     cbs = v.callbacks()
     old = fp.NO_BAR
     fp.NO_BAR = v.no_bar
     try:
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         learn.fit(1, lr=LR, callbacks=cbs)
-        t = time.perf_counter() - t0
+        t = time.perf_counter() - t0, time.process_time() - c0
     finally:
         fp.NO_BAR = old
     return t, learn.model, learn
@@ -182,7 +185,7 @@ def bench_variant(w: Workload, batches: list, v: Variant, reps: int) -> dict:
         _, m_fl, learn = run_fastloop(w, batches, v)
     diff = max_param_diff(m_raw, m_fl)
     n_rec = len(learn.recorder.losses)
-    raws, fls, ratios = [], [], []
+    raws, fls = [], []
     for i in range(reps):
         with quiet():
             if i % 2 == 0:  # raw first on even pairs, fastloop first on odd ones
@@ -193,12 +196,13 @@ def bench_variant(w: Workload, batches: list, v: Variant, reps: int) -> dict:
                 t_raw = run_raw(w, batches)[0]
         raws.append(t_raw)
         fls.append(t_fl)
-        ratios.append(t_fl / t_raw)
-    raw_med, fl_med = statistics.median(raws), statistics.median(fls)
-    return dict(workload=w.name, variant=v.name, raw=raw_med, fl=fl_med, ratio=statistics.median(ratios),
-                ratio_min=min(ratios), ratio_max=max(ratios),
-                overhead_us=(fl_med - raw_med) / w.n_batches * 1e6, diff=diff,
-                n_losses=(len(raw_losses), n_rec))
+    med = statistics.median
+    ratios = [f[0] / r[0] for r, f in zip(raws, fls)]
+    cpu_ratios = [f[1] / r[1] for r, f in zip(raws, fls)]
+    return dict(workload=w.name, variant=v.name, raw=med(r[0] for r in raws), fl=med(f[0] for f in fls),
+                ratio=med(ratios), ratio_min=min(ratios), ratio_max=max(ratios), cpu_ratio=med(cpu_ratios),
+                overhead_us=med((f[1] - r[1]) / w.n_batches * 1e6 for r, f in zip(raws, fls)),
+                raw_us=med(r[1] for r in raws) / w.n_batches * 1e6, diff=diff, n_losses=(len(raw_losses), n_rec))
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -216,12 +220,13 @@ def header(args: argparse.Namespace) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["workload", "variant", "raw s (med)", "fastloop s (med)", "ratio (med)", "ratio min-max",
-            "overhead us/batch"]
+    cols = ["workload", "variant", "raw s", "fastloop s", "ratio", "ratio min-max", "CPU ratio",
+            "raw CPU us/batch", "overhead CPU us/batch"]
     lines = [cols]
     for r in rows:
         lines.append([r["workload"], r["variant"], f"{r['raw']:.3f}", f"{r['fl']:.3f}", f"{r['ratio']:.3f}",
-                      f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", f"{r['overhead_us']:.1f}"])
+                      f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", f"{r['cpu_ratio']:.3f}", f"{r['raw_us']:.0f}",
+                      f"{r['overhead_us']:.1f}"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     out = ["| " + " | ".join(c.ljust(wd) for c, wd in zip(line, widths)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
@@ -269,13 +274,16 @@ def main(argv: list[str] | None = None) -> None:
         for v in variants:
             r = bench_variant(w, batches, v, args.reps)
             rows.append(r)
-            print(f"  {w.name} | {v.name}: ratio {r['ratio']:.3f} (max |param diff| vs raw {r['diff']:.1e}, "
-                  f"losses kept raw/recorder {r['n_losses'][0]}/{r['n_losses'][1]})", flush=True)
+            print(f"  {w.name} | {v.name}: ratio {r['ratio']:.3f}, CPU ratio {r['cpu_ratio']:.3f} "
+                  f"(max |param diff| vs raw {r['diff']:.1e}, losses kept raw/recorder "
+                  f"{r['n_losses'][0]}/{r['n_losses'][1]})", flush=True)
     if rows:
         print()
         print(table(rows))
-        print("\nratio = fastloop time / raw time, computed per alternated pair, then the median; "
-              "overhead = (median fastloop - median raw) / batches.")
+        print("\nraw s, fastloop s: median wall seconds.  ratio: fastloop / raw wall time per alternated pair, then "
+              "the median (min-max over the pairs).\nCPU ratio: the same with this process's CPU time (less "
+              "sensitive to other processes on a busy machine).  raw CPU us/batch: median raw CPU time per batch;\n"
+              "overhead CPU us/batch: median over the pairs of (fastloop CPU - raw CPU) / batches.")
     if args.profile or args.profile_only:
         w = next(w for w in WORKLOADS if w.name.startswith("a"))
         if args.quick:

@@ -24,8 +24,11 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+
 __all__ = [
-    "EVENTS", "EVENT_EXTRAS", "STATE_KEYS", "CallbackSignatureError", "build_call_lists", "check_hooks",
+    "EVENTS", "EVENT_EXTRAS", "STATE_KEYS", "STATE_KEY_TABLE", "StateKey", "CallbackSignatureError",
+    "build_call_lists", "check_hooks",
     "fire", "apply_update", "note",
 ]
 
@@ -40,17 +43,54 @@ EVENT_EXTRAS: dict[str, frozenset[str]] = {e: frozenset() for e in EVENTS}
 EVENT_EXTRAS["train_begin"] = frozenset({"metrics_names"})
 EVENT_EXTRAS["train_end"] = frozenset({"exception"})
 
-#: Every key of ``CallbackHandler.state_dict``, with the first event (in a fit) at which it exists.
-STATE_KEYS: dict[str, str] = {
-    "epoch": "train_begin", "iteration": "train_begin", "num_batch": "train_begin",
-    "skip_validate": "train_begin", "n_epochs": "train_begin", "pbar": "train_begin", "metrics": "train_begin",
-    "stop_training": "epoch_begin",
-    "last_input": "batch_begin", "last_target": "batch_begin", "train": "batch_begin", "stop_epoch": "batch_begin",
-    "skip_step": "batch_begin", "skip_zero": "batch_begin", "skip_bwd": "batch_begin",
-    "last_output": "loss_begin",
-    "last_loss": "backward_begin", "smooth_loss": "backward_begin",
-    "last_metrics": "epoch_end",
-}
+@attrs.frozen
+class StateKey:
+    """One key of ``CallbackHandler.state_dict``: what it holds, the first event (in a fit) where callbacks
+    see it, and who writes it.  README.md's key table is this table."""
+
+    name: str
+    first_event: str
+    meaning: str
+    written_by: str
+
+
+STATE_KEY_TABLE: tuple[StateKey, ...] = (
+    StateKey("epoch", "train_begin", "index of the running epoch; at train_end the number of epochs done",
+             "handler: += 1 after each on_epoch_end"),
+    StateKey("iteration", "train_begin", "training batches done in this fit (the running batch's index)",
+             "handler: += 1 after each training on_batch_end"),
+    StateKey("num_batch", "train_begin", "training batches done in this epoch",
+             "handler: 0 at each on_epoch_begin, += 1 after each training on_batch_end"),
+    StateKey("skip_validate", "train_begin", "no validation at the end of each epoch",
+             "callbacks; reset only at on_train_begin"),
+    StateKey("n_epochs", "train_begin", "epochs asked for in fit", "handler"),
+    StateKey("pbar", "train_begin", "fastprogress master bar (None in Learner.validate)", "handler"),
+    StateKey("metrics", "train_begin", "the metrics list given to fit", "handler"),
+    StateKey("stop_training", "epoch_begin", "end the fit after this epoch",
+             "callbacks; reset at each on_epoch_begin"),
+    StateKey("last_input", "batch_begin", "the batch input, on the device, after the loader's transforms",
+             "handler; callbacks may replace it"),
+    StateKey("last_target", "batch_begin", "the batch target", "handler; callbacks may replace it"),
+    StateKey("train", "batch_begin", "True in the training loop, False in validation", "handler"),
+    StateKey("stop_epoch", "batch_begin", "break out of the current loader loop (training or validation)",
+             "callbacks; reset at each on_batch_begin"),
+    StateKey("skip_step", "batch_begin", "skip opt.step()", "callbacks; reset at each on_batch_begin"),
+    StateKey("skip_zero", "batch_begin", "skip opt.zero_grad()", "callbacks; reset at each on_batch_begin"),
+    StateKey("skip_bwd", "batch_begin", "skip loss.backward()", "callbacks; reset at each on_batch_begin"),
+    StateKey("last_output", "loss_begin", "the model output", "handler; callbacks may replace it"),
+    StateKey("last_loss", "backward_begin",
+             "at on_backward_begin the loss with its graph (replace it to change what is backpropagated); "
+             "at on_batch_end the detached CPU loss (validation-only runs: first at on_batch_end)",
+             "handler; callbacks may replace it"),
+    StateKey("smooth_loss", "backward_begin",
+             "debiased moving average (beta 0.98) of the raw training loss, a 0-dim CPU float32 tensor",
+             "handler, before the on_backward_begin callbacks"),
+    StateKey("last_metrics", "epoch_end", "[val_loss, *metric values], or [None] when validation did not run",
+             "handler writes [val_loss]; metrics append"),
+)
+
+#: Every state key with the first event (in a fit) at which it exists.
+STATE_KEYS: dict[str, str] = {k.name: k.first_event for k in STATE_KEY_TABLE}
 
 
 class CallbackSignatureError(TypeError):

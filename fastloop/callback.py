@@ -120,27 +120,49 @@ class SmoothenValue:
 
 # -------------------------------------------------------------------------------------------- the handler
 class _CallbackList(list):
-    """The handler's callback list: any change to it rebuilds the handler's per-event call lists."""
+    """The handler's callback list: a change to it re-plans the handler's per-event call lists."""
 
     def __init__(self, items: Iterable[Any], on_change: Callable[[], None]):
         super().__init__(items)
         self._on_change = on_change
 
-    def _changed(name: str) -> Callable[..., Any]:  # noqa: N805 -- decorator factory used in the class body
-        base = getattr(list, name)
+    def append(self, cb: Any) -> None:
+        super().append(cb)
+        self._on_change()
 
-        @functools.wraps(base)
-        def method(self: _CallbackList, *args: Any, **kwargs: Any) -> Any:
-            res = base(self, *args, **kwargs)
-            self._on_change()
-            return res
+    def extend(self, cbs: Iterable[Any]) -> None:
+        super().extend(cbs)
+        self._on_change()
 
-        return method
+    def insert(self, i: Any, cb: Any) -> None:
+        super().insert(i, cb)
+        self._on_change()
 
-    for _name in ("append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse",
-                  "__setitem__", "__delitem__", "__iadd__", "__imul__"):
-        locals()[_name] = _changed(_name)
-    del _name, _changed
+    def remove(self, cb: Any) -> None:
+        super().remove(cb)
+        self._on_change()
+
+    def pop(self, i: Any = -1) -> Any:
+        cb = super().pop(i)
+        self._on_change()
+        return cb
+
+    def clear(self) -> None:
+        super().clear()
+        self._on_change()
+
+    def __setitem__(self, i: Any, cb: Any) -> None:
+        super().__setitem__(i, cb)
+        self._on_change()
+
+    def __delitem__(self, i: Any) -> None:
+        super().__delitem__(i)
+        self._on_change()
+
+    def __iadd__(self, cbs: Iterable[Any]) -> _CallbackList:
+        super().__iadd__(cbs)
+        self._on_change()
+        return self
 
 
 class CallbackHandler:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -180,8 +180,3 @@ def is_pathlike(x: Any) -> bool:
     """True for a str or an ``os.PathLike``."""
     return isinstance(x, (str, os.PathLike))
 
-
-def params_iter(groups: Sequence[dict]) -> Iterator[torch.Tensor]:
-    """Every parameter of a list of torch param groups."""
-    for g in groups:
-        yield from g["params"]

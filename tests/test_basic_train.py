@@ -379,3 +379,17 @@ def test_handler_smoother_restarts_with_each_fit(learn):
     for smooth, raw in firsts:
         assert torch.equal(smooth, raw)
     assert isinstance(CallbackHandler().smoothener.n, int)
+
+
+def test_the_documented_key_table_matches_what_a_fit_shows_callbacks(learn):
+    """Every key of STATE_KEY_TABLE (README's table) first appears at the event it names, and no other key exists."""
+    from fastloop._dispatch import EVENT_EXTRAS, STATE_KEYS
+
+    tracer = Tracer()
+    learn.fit(1, 1e-2, callbacks=[tracer])
+    first_seen: dict[str, str] = {}
+    for event, keys in tracer.keys:
+        for k in keys:
+            first_seen.setdefault(k, event)
+    extras = set().union(*EVENT_EXTRAS.values())
+    assert {k: e for k, e in first_seen.items() if k not in extras} == STATE_KEYS

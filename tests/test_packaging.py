@@ -38,3 +38,12 @@ def test_importing_the_engine_does_not_import_matplotlib():
 def test_setup_cfg_keeps_fastprogress_below_1_1_and_torch_satisfied_by_2_13():
     cfg = (ROOT / "setup.cfg").read_text()
     assert "fastprogress>=0.2.1,<1.1" in cfg and "torch>=2.1,<3" in cfg
+
+
+def test_readme_state_key_table_is_the_engines_table():
+    """README's state_dict table row for each key says exactly what fastloop._dispatch.STATE_KEY_TABLE says."""
+    from fastloop._dispatch import STATE_KEY_TABLE
+
+    readme = (ROOT / "README.md").read_text()
+    for k in STATE_KEY_TABLE:
+        assert f"| `{k.name}` | {k.meaning} | `on_{k.first_event}` | {k.written_by} |" in readme

@@ -128,3 +128,24 @@ def test_plot_metrics_without_metrics_fails_clearly(learn):
     learn.fit(1, 1e-2)
     with pytest.raises(AssertionError, match="no metrics"):
         learn.recorder.plot_metrics()
+
+
+def test_progress_bars_show_training_and_validation_under_the_epoch_bar(learn, capsys, monkeypatch):
+    import fastprogress.fastprogress as fp
+
+    monkeypatch.setattr(fp, "printing", lambda: True)  # as on a terminal (fastprogress 0.2 checks isatty)
+    learn.fit(2, 1e-2)
+    out = capsys.readouterr().out
+    for epoch in (1, 2):
+        assert f"Epoch {epoch}/2 :" in out
+    assert "[4/4 " in out and "[2/2 " in out  # 4 training batches, then 2 validation batches
+
+
+def test_no_bar_hides_the_progress_bars_and_keeps_the_table(learn, capsys, monkeypatch):
+    import fastprogress.fastprogress as fp
+
+    monkeypatch.setattr(fp, "NO_BAR", True)
+    learn.fit(1, 1e-2)
+    out = capsys.readouterr().out
+    assert "Epoch 1/1" not in out and "[4/4" not in out
+    assert [line.split()[0] for line in table_lines(out) if line.strip("█")] == ["epoch", "0"]
