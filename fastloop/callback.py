@@ -430,10 +430,10 @@ class OptimWrapper:
     or one value per layer group, and write both param groups.  With ``true_wd`` the weight decay is applied
     by hand before the step (``p *= 1 - lr*wd``), to the no-wd group too when ``bn_wd``.
 
-    ``zero_grad()`` sets grads to zero (not None), as torch 1.x did when fastai v1 was written: v1
-    callbacks that divide or read ``.grad`` after a step keep working.  Pass ``set_to_none=True`` for
-    torch 2's default.  Unknown attributes are looked up on the torch optimizer, and read as None if it
-    lacks them too (v1 behaviour).
+    ``zero_grad()`` keeps torch's default and sets grads to None, which is what fastai 1.0.61 does on
+    today's torch: numbers match it bit for bit (a batch whose backward is skipped leaves Adam's state
+    alone).  ``zero_grad(set_to_none=False)`` zeroes them in place, as torch 1.x did.  Unknown attributes
+    are looked up on the torch optimizer, and read as None if it lacks them too (v1 behaviour).
     """
 
     def __init__(self, opt: torch.optim.Optimizer, wd: Any = 0.0, true_wd: bool = False, bn_wd: bool = True):
@@ -491,8 +491,8 @@ class OptimWrapper:
             self.set_val("weight_decay", listify(0, self._wd))
         self.opt.step()
 
-    def zero_grad(self, set_to_none: bool = False) -> None:
-        "Zero the gradients (in place, as torch 1.x did; ``set_to_none=True`` for torch 2's behaviour)."
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        "Clear the gradients: None by default (torch 2, as v1 on today's torch); zeros with ``set_to_none=False``."
         self.opt.zero_grad(set_to_none=set_to_none)
 
     def __getattr__(self, k: str) -> Any:

@@ -1,3 +1,4 @@
+# ruff: noqa: N806  (local names bound to classes, e.g. `Tracer = lib["_classes"][0]`, keep their class names)
 """Run the same callback scenarios on fastai 1.0.61 (the oracle) or on fastloop and dump what callbacks see.
 
     /tmp/oracle/bin/python benchmarks/oracle/compare_traces.py --lib fastai   --out /tmp/trace_fastai.json
@@ -83,8 +84,8 @@ def load_lib(name):
                 Callback=m["callback"].Callback, accuracy=m["metrics"].accuracy)
 
 
-def make_classes(L):
-    Callback, LearnerCallback = L["Callback"], L["LearnerCallback"]
+def make_classes(lib):
+    Callback, LearnerCallback = lib["Callback"], lib["LearnerCallback"]
 
     class Tracer(Callback):
         "Records every event; `hook(event, kwargs, self)` may return a value for the handler."
@@ -159,27 +160,27 @@ def make_classes(L):
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-def make_data(L, n_train=40, n_valid=20, bs=8):
+def make_data(lib, n_train=40, n_valid=20, bs=8):
     g = torch.Generator().manual_seed(1234)
     x = torch.randn(n_train + n_valid, 4, generator=g)
     y = ((x[:, 0] + 0.5 * x[:, 1] - 0.3 * x[:, 2]) > 0).long()
     train_ds, valid_ds = TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
-    return L["DataBunch"].create(train_ds, valid_ds, bs=bs, num_workers=0)
+    return lib["DataBunch"].create(train_ds, valid_ds, bs=bs, num_workers=0)
 
 
-def make_learner(L, metrics="default", **kw):
+def make_learner(lib, metrics="default", **kw):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     if metrics == "default":
-        metrics = [L["accuracy"]]
-    return L["Learner"](make_data(L), model, loss_func=nn.CrossEntropyLoss(), metrics=metrics, **kw)
+        metrics = [lib["accuracy"]]
+    return lib["Learner"](make_data(lib), model, loss_func=nn.CrossEntropyLoss(), metrics=metrics, **kw)
 
 
 def params_of(learn):
     flat = torch.cat([p.detach().reshape(-1) for p in learn.model.parameters()])
-    return dict(sum=float(flat.double().sum()), first=[float(v) for v in flat[:6]],
-                all=[float(v) for v in flat], grads=[None if p.grad is None else ("zero" if not p.grad.any() else "nonzero")
-                                                    for p in learn.model.parameters()])
+    grads = [None if p.grad is None else ("zero" if not p.grad.any() else "nonzero") for p in learn.model.parameters()]
+    return dict(sum=float(flat.double().sum()), first=[float(v) for v in flat[:6]], all=[float(v) for v in flat],
+                grads=grads)
 
 
 def recorder_of(learn):
@@ -198,10 +199,10 @@ def recorder_of(learn):
     return out
 
 
-def run_fit(L, n_epochs=2, lr=1e-2, hook=None, learn_kw=None, fit_kw=None, tracer_in="call", metrics="default"):
+def run_fit(lib, n_epochs=2, lr=1e-2, hook=None, learn_kw=None, fit_kw=None, tracer_in="call", metrics="default"):
     "Fit with a Tracer; return (learn, tracer)."
-    Tracer = L["_classes"][0]
-    learn = make_learner(L, metrics=metrics, **(learn_kw or {}))
+    Tracer = lib["_classes"][0]
+    learn = make_learner(lib, metrics=metrics, **(learn_kw or {}))
     tr = Tracer(hook)
     if tracer_in == "learn":
         learn.callbacks.append(tr)
@@ -224,69 +225,69 @@ def fit_result(learn, tr):
     return dict(trace=tr.log, recorder=recorder_of(learn), params=params_of(learn))
 
 
-def sc_plain_fit(L):
-    return fit_result(*run_fit(L))
+def sc_plain_fit(lib):
+    return fit_result(*run_fit(lib))
 
 
-def sc_skip_validate(L):
-    return fit_result(*run_fit(L, hook=at("train_begin", lambda kw, t: True, {"skip_validate": True})))
+def sc_skip_validate(lib):
+    return fit_result(*run_fit(lib, hook=at("train_begin", lambda kw, t: True, {"skip_validate": True})))
 
 
-def sc_stop_epoch_train(L):
+def sc_stop_epoch_train(lib):
     h = at("batch_end", lambda kw, t: kw["train"] and kw["epoch"] == 0 and kw["num_batch"] == 1, {"stop_epoch": True})
-    return fit_result(*run_fit(L, hook=h))
+    return fit_result(*run_fit(lib, hook=h))
 
 
-def sc_stop_epoch_valid(L):
+def sc_stop_epoch_valid(lib):
     h = at("batch_end", lambda kw, t: not kw["train"] and kw["epoch"] == 0 and t.n_valid == 1, {"stop_epoch": True})
-    return fit_result(*run_fit(L, hook=h))
+    return fit_result(*run_fit(lib, hook=h))
 
 
-def sc_stop_training_batch_end(L):
+def sc_stop_training_batch_end(lib):
     h = at("batch_end", lambda kw, t: kw["train"] and kw["epoch"] == 0 and kw["num_batch"] == 2,
            {"stop_training": True})
-    return fit_result(*run_fit(L, n_epochs=3, hook=h))
+    return fit_result(*run_fit(lib, n_epochs=3, hook=h))
 
 
-def sc_resume(L):
-    return fit_result(*run_fit(L, n_epochs=3, hook=at("train_begin", lambda kw, t: True, {"epoch": 1})))
+def sc_resume(lib):
+    return fit_result(*run_fit(lib, n_epochs=3, hook=at("train_begin", lambda kw, t: True, {"epoch": 1})))
 
 
-def sc_skip_step(L):
-    return fit_result(*run_fit(L, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 0,
+def sc_skip_step(lib):
+    return fit_result(*run_fit(lib, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 0,
                                           {"skip_step": True})))
 
 
-def sc_skip_zero(L):
-    return fit_result(*run_fit(L, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 0,
+def sc_skip_zero(lib):
+    return fit_result(*run_fit(lib, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 0,
                                           {"skip_zero": True})))
 
 
-def sc_skip_bwd(L):
-    return fit_result(*run_fit(L, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 1,
+def sc_skip_bwd(lib):
+    return fit_result(*run_fit(lib, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] % 2 == 1,
                                           {"skip_bwd": True})))
 
 
-def sc_skip_bwd_first(L):
+def sc_skip_bwd_first(lib):
     "skip_bwd on iteration 0 only: grads are None in both libraries then (never computed)."
-    return fit_result(*run_fit(L, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] == 0,
+    return fit_result(*run_fit(lib, hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] == 0,
                                           {"skip_bwd": True})))
 
 
-def sc_unknown_key(L):
+def sc_unknown_key(lib):
     return dict(hook=at("batch_end", lambda kw, t: kw["train"] and kw["iteration"] == 1, {"foo": 1}))
 
 
-def sc_stop_training_from_train_begin(L):
+def sc_stop_training_from_train_begin(lib):
     return dict(hook=at("train_begin", lambda kw, t: True, {"stop_training": True}))
 
 
-def sc_return_true(L):
+def sc_return_true(lib):
     return dict(hook=at("batch_begin", lambda kw, t: kw["train"] and kw["iteration"] == 1, True))
 
 
-def sc_exception_in_batch_end(L):
-    BoomError = L["_classes"][3]
+def sc_exception_in_batch_end(lib):
+    BoomError = lib["_classes"][3]
 
     def hook(ev, kw, tr):
         if ev == "batch_end" and kw["train"] and kw["iteration"] == 2:
@@ -294,23 +295,23 @@ def sc_exception_in_batch_end(L):
     return dict(hook=hook)
 
 
-def sc_list_in_callbacks(L):
-    Tracer = L["_classes"][0]
-    learn = make_learner(L)
+def sc_list_in_callbacks(lib):
+    Tracer = lib["_classes"][0]
+    learn = make_learner(lib)
     tr = Tracer()
     learn.callbacks.append([tr])
     torch.manual_seed(1)
     return dict(learn=learn, tracer=tr, call=lambda: learn.fit(1, 1e-2))
 
 
-def sc_missing_arg(L):
-    MissingArg, Tracer = L["_classes"][4], L["_classes"][0]
-    learn = make_learner(L)
+def sc_missing_arg(lib):
+    MissingArg, Tracer = lib["_classes"][4], lib["_classes"][0]
+    learn = make_learner(lib)
     tr = Tracer()
     return dict(learn=learn, tracer=tr, call=lambda: learn.fit(1, 1e-2, callbacks=[tr, MissingArg()]))
 
 
-def sc_replace_loss(L):
+def sc_replace_loss(lib):
     "backward_begin returns last_loss * 2: drives backward and is what batch_end sees; smooth_loss stays raw."
     def hook(ev, kw, tr):
         if ev == "backward_begin":
@@ -318,21 +319,21 @@ def sc_replace_loss(L):
         if ev == "batch_end" and kw["train"]:
             tr.log[-1]["last_loss_value"] = float(kw["last_loss"])
             tr.log[-1]["smooth_loss_value"] = float(kw["smooth_loss"])
-    return fit_result(*run_fit(L, hook=hook))
+    return fit_result(*run_fit(lib, hook=hook))
 
 
-def sc_pred_batch(L):
-    Tracer = L["_classes"][0]
-    learn = make_learner(L)
+def sc_pred_batch(lib):
+    Tracer = lib["_classes"][0]
+    learn = make_learner(lib)
     tr = Tracer()
     learn.callbacks.append(tr)
     res = learn.pred_batch()
     return dict(trace=tr.log, result_type=tname(res), result_sum=float(res.double().sum()))
 
 
-def sc_validate(L):
-    Tracer = L["_classes"][0]
-    learn = make_learner(L)
+def sc_validate(lib):
+    Tracer = lib["_classes"][0]
+    learn = make_learner(lib)
     tr = Tracer()
     learn.callbacks.append(tr)
     res = learn.validate()
@@ -340,9 +341,9 @@ def sc_validate(L):
                 recorder_attr=hasattr(learn, "recorder"))
 
 
-def sc_get_preds(L):
-    Tracer = L["_classes"][0]
-    learn = make_learner(L)
+def sc_get_preds(lib):
+    Tracer = lib["_classes"][0]
+    learn = make_learner(lib)
     torch.manual_seed(1)
     learn.fit(1, 1e-2)
     rec_before = learn.recorder
@@ -359,31 +360,31 @@ def sc_get_preds(L):
     return out
 
 
-def sc_add_metric_cols_fns(L):
-    AddCols = L["_classes"][1]
-    return fit_result(*run_fit(L, learn_kw=dict(callback_fns=AddCols)))
+def sc_add_metric_cols_fns(lib):
+    AddCols = lib["_classes"][1]
+    return fit_result(*run_fit(lib, learn_kw=dict(callback_fns=AddCols)))
 
 
-def sc_add_metric_cols_call(L):
-    AddCols, Tracer = L["_classes"][1], L["_classes"][0]
-    learn = make_learner(L)
+def sc_add_metric_cols_call(lib):
+    AddCols, Tracer = lib["_classes"][1], lib["_classes"][0]
+    learn = make_learner(lib)
     tr = Tracer()
     torch.manual_seed(1)
     learn.fit(2, 1e-2, callbacks=[tr, AddCols(learn)])
     return fit_result(learn, tr)
 
 
-def sc_named_metric_callback(L):
-    Dummy = L["_classes"][2]
-    return fit_result(*run_fit(L, metrics=[L["accuracy"], Dummy()]))
+def sc_named_metric_callback(lib):
+    Dummy = lib["_classes"][2]
+    return fit_result(*run_fit(lib, metrics=[lib["accuracy"], Dummy()]))
 
 
-def sc_metric_tracer(L):
+def sc_metric_tracer(lib):
     "A Tracer used as a metric: which events reach metrics."
-    Tracer = L["_classes"][0]
+    Tracer = lib["_classes"][0]
     mt = Tracer()
     mt.name = "mtrace"
-    learn, tr = run_fit(L, metrics=[L["accuracy"], mt])
+    learn, tr = run_fit(lib, metrics=[lib["accuracy"], mt])
     return dict(metric_trace=[(r["ev"], r.get("train"), r.get("epoch")) for r in mt.log], **fit_result(learn, tr))
 
 
@@ -395,8 +396,8 @@ def opt_view(opt):
                 pg_n_params=[len(g["params"]) for g in pg], missing_attr=repr(opt.some_unknown_attribute))
 
 
-def sc_optim_wrapper(L):
-    learn = make_learner(L)
+def sc_optim_wrapper(lib):
+    learn = make_learner(lib)
     learn.split(lambda m: [m[2]])
     torch.manual_seed(1)
     learn.fit(1, slice(1e-3))
@@ -413,15 +414,15 @@ def sc_optim_wrapper(L):
     return out
 
 
-def sc_numbers(L):
-    learn = make_learner(L)
+def sc_numbers(lib):
+    learn = make_learner(lib)
     torch.manual_seed(1)
     learn.fit(2, 1e-2)
     return dict(params=params_of(learn), recorder=recorder_of(learn))
 
 
-def sc_numbers_no_wd(L):
-    learn = make_learner(L)
+def sc_numbers_no_wd(lib):
+    learn = make_learner(lib)
     torch.manual_seed(1)
     learn.fit(2, 1e-2, wd=0.0)
     return dict(params=params_of(learn), recorder=recorder_of(learn))
@@ -442,17 +443,17 @@ SCENARIOS = [
 ]
 
 
-def run_scenario(L, fn):
+def run_scenario(lib, fn):
     "Run one scenario, capturing stdout and any exception."
     buf = io.StringIO()
     out = {}
     learn = tr = None
     try:
         with contextlib.redirect_stdout(buf):
-            res = fn(L)
+            res = fn(lib)
             if "hook" in res:  # error scenario: fit with the hook, expect an exception
-                Tracer = L["_classes"][0]
-                learn = make_learner(L)
+                Tracer = lib["_classes"][0]
+                learn = make_learner(lib)
                 tr = Tracer(res.pop("hook"))
                 torch.manual_seed(1)
                 res["call"] = lambda: learn.fit(2, 1e-2, callbacks=[tr])
@@ -482,8 +483,8 @@ def main():
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    L = load_lib(args.lib)
-    L["_classes"] = make_classes(L)
+    lib = load_lib(args.lib)
+    lib["_classes"] = make_classes(lib)
     os.chdir(tempfile.mkdtemp(prefix=f"oracle_{args.lib}_"))
     only = set(args.only.split(",")) if args.only else None
     result = {"_meta": dict(lib=args.lib, torch=torch.__version__, numpy=np.__version__,
@@ -491,7 +492,7 @@ def main():
     for name, fn in SCENARIOS:
         if only and name not in only:
             continue
-        result[name] = run_scenario(L, fn)
+        result[name] = run_scenario(lib, fn)
     out = args.out or f"/tmp/trace_{args.lib}.json"
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

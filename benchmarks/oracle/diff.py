@@ -55,15 +55,15 @@ def main():
     ap.add_argument("--ignore", action="append", default=[],
                     help="skip differences whose path contains this text (repeatable), e.g. --ignore .grads")
     args = ap.parse_args()
-    A, B = json.load(open(args.a)), json.load(open(args.b))
-    print(f"A = {A.get('_meta')}\nB = {B.get('_meta')}\n")
+    ref, cand = json.load(open(args.a)), json.load(open(args.b))
+    print(f"ref  = {ref.get('_meta')}\ncand = {cand.get('_meta')}\n")
     n_same = 0
-    for sc in [k for k in A if k != "_meta"] + [k for k in B if k not in A and k != "_meta"]:
-        if sc not in A or sc not in B:
-            print(f"== {sc}: only in {'A' if sc in A else 'B'}")
+    for sc in [k for k in ref if k != "_meta"] + [k for k in cand if k not in ref and k != "_meta"]:
+        if sc not in ref or sc not in cand:
+            print(f"== {sc}: only in {'ref' if sc in ref else 'cand'}")
             continue
         diffs = []
-        walk(A[sc], B[sc], "", diffs, args.tol)
+        walk(ref[sc], cand[sc], "", diffs, args.tol)
         diffs = [d for d in diffs if not any(pat in d[0] for pat in args.ignore)]
         if not diffs:
             n_same += 1
@@ -77,10 +77,10 @@ def main():
             nums = [(x, y) for _, x, y in items if _num(x) and _num(y)]
             extra = ""
             if nums:
-                extra = f"  (numeric: {len(nums)}, max |A-B| = {max(abs(x - y) for x, y in nums):.3g})"
+                extra = f"  (numeric: {len(nums)}, max |ref-cand| = {max(abs(x - y) for x, y in nums):.3g})"
             print(f"  -- {field}: {len(items)}{extra}")
             for p, x, y in items[: args.max]:
-                print(f"     {p}\n        A: {short(x)}\n        B: {short(y)}")
+                print(f"     {p}\n        ref:  {short(x)}\n        cand: {short(y)}")
             if len(items) > args.max:
                 print(f"     ... {len(items) - args.max} more")
     print(f"\n{n_same} scenario(s) identical.")
