@@ -107,12 +107,22 @@ class BatchEndCallback(Callback):
 Times = tuple[float, float]  # (wall seconds, CPU seconds of this process)
 
 
-def run_raw(w: Workload, batches: list) -> tuple[Times, nn.Module, list]:
-    "What a user writes by hand (keeping the losses); returns ((wall, cpu) seconds, model, losses)."
+def run_raw(w: Workload, batches: list, grouped: bool = False) -> tuple[Times, nn.Module, list]:
+    """What a user writes by hand (keeping the losses); returns ((wall, cpu) seconds, model, losses).
+
+    ``grouped=True`` gives AdamW the two param groups fastai v1's OptimWrapper makes (weights, then biases),
+    the same arithmetic as fastloop: it separates the cost of v1's optimizer layout from the loop's.
+    """
     model = make_model(w.sizes)
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
+    if grouped:
+        weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+        biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+        params: Any = [{"params": weights}, {"params": biases}]
+    else:
+        params = model.parameters()
+    opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WD)
     model.train()
     losses = []
     for x, y in batches:
@@ -185,22 +195,26 @@ def bench_variant(w: Workload, batches: list, v: Variant, reps: int) -> dict:
         _, m_fl, learn = run_fastloop(w, batches, v)
     diff = max_param_diff(m_raw, m_fl)
     n_rec = len(learn.recorder.losses)
-    raws, fls = [], []
+    raws, groupeds, fls = [], [], []
+    runs = [lambda: run_raw(w, batches)[0], lambda: run_raw(w, batches, grouped=True)[0],
+            lambda: run_fastloop(w, batches, v)[0]]
     for i in range(reps):
+        order = [(i + k) % 3 for k in range(3)]  # rotate which loop goes first
+        times: dict[int, Times] = {}
         with quiet():
-            if i % 2 == 0:  # raw first on even pairs, fastloop first on odd ones
-                t_raw = run_raw(w, batches)[0]
-                t_fl = run_fastloop(w, batches, v)[0]
-            else:
-                t_fl = run_fastloop(w, batches, v)[0]
-                t_raw = run_raw(w, batches)[0]
-        raws.append(t_raw)
-        fls.append(t_fl)
+            for k in order:
+                times[k] = runs[k]()
+        raws.append(times[0])
+        groupeds.append(times[1])
+        fls.append(times[2])
     med = statistics.median
     ratios = [f[0] / r[0] for r, f in zip(raws, fls)]
+    grouped_ratios = [f[0] / g[0] for g, f in zip(groupeds, fls)]
     cpu_ratios = [f[1] / r[1] for r, f in zip(raws, fls)]
     return dict(workload=w.name, variant=v.name, raw=med(r[0] for r in raws), fl=med(f[0] for f in fls),
                 ratio=med(ratios), ratio_min=min(ratios), ratio_max=max(ratios), cpu_ratio=med(cpu_ratios),
+                ratio_q=statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3,
+                grouped_ratio=med(grouped_ratios),
                 overhead_us=med((f[1] - r[1]) / w.n_batches * 1e6 for r, f in zip(raws, fls)),
                 raw_us=med(r[1] for r in raws) / w.n_batches * 1e6, diff=diff, n_losses=(len(raw_losses), n_rec))
 
@@ -220,12 +234,13 @@ def header(args: argparse.Namespace) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["workload", "variant", "raw s", "fastloop s", "ratio", "ratio min-max", "CPU ratio",
-            "raw CPU us/batch", "overhead CPU us/batch"]
+    cols = ["workload", "variant", "raw s", "fastloop s", "ratio", "ratio quartiles", "ratio min-max",
+            "ratio vs raw w/ v1 groups", "CPU ratio", "raw CPU us/batch", "overhead CPU us/batch"]
     lines = [cols]
     for r in rows:
         lines.append([r["workload"], r["variant"], f"{r['raw']:.3f}", f"{r['fl']:.3f}", f"{r['ratio']:.3f}",
-                      f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}", f"{r['cpu_ratio']:.3f}", f"{r['raw_us']:.0f}",
+                      f"{r['ratio_q'][0]:.2f}-{r['ratio_q'][2]:.2f}", f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
+                      f"{r['grouped_ratio']:.3f}", f"{r['cpu_ratio']:.3f}", f"{r['raw_us']:.0f}",
                       f"{r['overhead_us']:.1f}"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     out = ["| " + " | ".join(c.ljust(wd) for c, wd in zip(line, widths)) + " |" for line in lines]
@@ -259,7 +274,7 @@ def profile_fastloop(w: Workload, batches: list, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=None, help="alternated (raw, fastloop) pairs per row (default 5)")
+    p.add_argument("--reps", type=int, default=None, help="alternated (raw, fastloop) pairs per row (default 11)")
     p.add_argument("--quick", action="store_true", help="a tenth of the batches and 2 pairs: a smoke run")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, for stable timings)")
     p.add_argument("--workload", choices=["a", "b"], action="append", help="run only these workloads")
@@ -268,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile-only", action="store_true", help="only the cProfile run (no timing table)")
     args = p.parse_args(argv)
     if args.reps is None:
-        args.reps = 2 if args.quick else 5
+        args.reps = 2 if args.quick else 11
     torch.set_num_threads(args.threads)
 
     workloads = [w for w in WORKLOADS if not args.workload or w.name[0] in args.workload]
@@ -289,9 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     if rows:
         print()
         print(table(rows))
-        print("\nraw s, fastloop s: median wall seconds.  ratio: fastloop / raw wall time per alternated pair, then "
-              "the median (min-max over the pairs).\nCPU ratio: the same with this process's CPU time (less "
-              "sensitive to other processes on a busy machine).  raw CPU us/batch: median raw CPU time per batch;\n"
+        print("\nraw s, fastloop s: median wall seconds.  ratio: fastloop / raw wall time per alternated run, then "
+              "the median (quartiles, min-max over the runs).\n"
+              "ratio vs raw w/ v1 groups: the same against a raw loop whose AdamW has fastai v1's two param groups "
+              "(weights, biases).\n"
+              "CPU ratio: the same with this process's CPU time (less sensitive to other processes on a busy "
+              "machine).  raw CPU us/batch: median raw CPU time per batch;\n"
               "overhead CPU us/batch: median over the pairs of (fastloop CPU - raw CPU) / batches.")
     if args.profile or args.profile_only:
         w = next(w for w in WORKLOADS if w.name.startswith("a"))

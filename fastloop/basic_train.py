@@ -49,7 +49,8 @@ def loss_batch(model: nn.Module, xb: Any, yb: Any, loss_func: Callable | None = 
     Returns the loss detached on the CPU (what ``on_batch_end`` then sees as ``last_loss``), or, without a
     `loss_func`, the detached ``(output, target)`` pair used by `get_preds`.
     """
-    cb_handler = ifnone(cb_handler, CallbackHandler())
+    if cb_handler is None:
+        cb_handler = CallbackHandler()
     if not is_listy(xb):
         xb = [xb]
     if not is_listy(yb):

@@ -118,6 +118,27 @@ class SmoothenValue:
         self.smooth = self.mov_avg / (1 - self.beta**self.n)
 
 
+class _LossSmoother(SmoothenValue):
+    """The handler's `SmoothenValue` for ``smooth_loss``: the same float32 arithmetic, done on numpy scalars.
+
+    fastai v1 smooths ``loss.float().detach().cpu()`` with 0-dim tensor ops; float32 numpy scalars give the
+    same bits (tested) for about half the cost per batch.  ``smooth`` is a 0-dim CPU float32 tensor, as in v1.
+    """
+
+    def __init__(self, beta: float):
+        super().__init__(beta)
+        self.mov_avg = np.float32(0.0)
+        self._beta32, self._one_minus_beta32 = np.float32(beta), np.float32(1 - beta)
+
+    def add_value(self, val: Any) -> None:
+        "Add a loss (a tensor of any float dtype, or a number)."
+        self.n += 1
+        v = np.float32(val.detach().float().item() if isinstance(val, torch.Tensor) else val)
+        self.mov_avg = self._beta32 * self.mov_avg + self._one_minus_beta32 * v
+        smooth = self.mov_avg / np.float32(1 - self.beta**self.n)
+        self.smooth = torch.scalar_tensor(float(smooth), dtype=torch.float32)  # exact: a float32 value
+
+
 # -------------------------------------------------------------------------------------------- the handler
 class _CallbackList(list):
     """The handler's callback list: a change to it re-plans the handler's per-event call lists."""
@@ -189,7 +210,7 @@ class CallbackHandler:
         # a stable sort: equal `_order`s keep the order of learn.callbacks, callback_fns, per-call callbacks
         self._callbacks = _CallbackList(sorted(callbacks or [], key=lambda o: getattr(o, "_order", 0)), self._rebuild)
         self._rebuild()
-        self.smoothener = SmoothenValue(beta)
+        self.smoothener: SmoothenValue = _LossSmoother(beta)
         self.state_dict: dict[str, Any] = self._initial_state()
 
     @staticmethod
@@ -233,6 +254,12 @@ class CallbackHandler:
         if calls:
             _dispatch.fire(calls, cb_name, self.state_dict, kwargs)
 
+    def _run(self, event: str, call_mets: bool) -> None:
+        "Fire `event` without extras: the per-batch path (nothing is called when nobody implements it)."
+        calls = self._all_calls[event] if call_mets else self._cb_calls[event]
+        if calls:
+            _dispatch.fire(calls, event, self.state_dict)
+
     def set_dl(self, dl: Any) -> None:
         "A dataset that is itself a Callback takes part in the epoch (appended, unsorted)."
         if hasattr(self, "cb_dl"):
@@ -258,45 +285,45 @@ class CallbackHandler:
     def on_epoch_begin(self) -> None:
         "Reset `num_batch` and `stop_training` (which first appears here), then fire epoch_begin."
         self.state_dict["num_batch"], self.state_dict["stop_training"] = 0, False
-        self("epoch_begin")
+        self._run("epoch_begin", True)
 
     def on_batch_begin(self, xb: Any, yb: Any, train: bool = True) -> tuple[Any, Any]:
         "Put the batch in the state, reset the per-batch flags, fire batch_begin; return the (new) batch."
         state = self.state_dict
         state["last_input"], state["last_target"], state["train"] = xb, yb, train  # last_input enters the state
         state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
-        self("batch_begin", call_mets=not train)
+        self._run("batch_begin", not train)
         return state["last_input"], state["last_target"]
 
     def on_loss_begin(self, out: Any) -> Any:
         "Put the model output in the state, fire loss_begin; return the (new) output."
         self.state_dict["last_output"] = out
-        self("loss_begin", call_mets=False)
+        self._run("loss_begin", False)
         return self.state_dict["last_output"]
 
     def on_backward_begin(self, loss: torch.Tensor) -> tuple[Any, bool]:
         "Smooth the raw loss into `smooth_loss`, fire backward_begin; return (loss to backprop, skip_bwd)."
         # smooth_loss is computed here, from the loss *before* any callback replaces it
-        self.smoothener.add_value(loss.float().detach().cpu())
+        self.smoothener.add_value(loss)
         self.state_dict["last_loss"], self.state_dict["smooth_loss"] = loss, self.smoothener.smooth
-        self("backward_begin", call_mets=False)
+        self._run("backward_begin", False)
         return self.state_dict["last_loss"], self.state_dict["skip_bwd"]
 
     def on_backward_end(self) -> bool:
         "Fire backward_end; return `skip_step`."
-        self("backward_end", call_mets=False)
+        self._run("backward_end", False)
         return self.state_dict["skip_step"]
 
     def on_step_end(self) -> bool:
         "Fire step_end; return `skip_zero`."
-        self("step_end", call_mets=False)
+        self._run("step_end", False)
         return self.state_dict["skip_zero"]
 
     def on_batch_end(self, loss: Any) -> bool:
         "Put the batch's (detached) loss in the state, fire batch_end, then move the counters; return `stop_epoch`."
         state = self.state_dict
         state["last_loss"] = loss
-        self("batch_end", call_mets=not state["train"])
+        self._run("batch_end", not state["train"])
         if state["train"]:  # counters move after the callbacks, and only for training batches
             state["iteration"] += 1
             state["num_batch"] += 1
@@ -305,7 +332,7 @@ class CallbackHandler:
     def on_epoch_end(self, val_loss: Any) -> bool:
         "`last_metrics = [val_loss]`, fire epoch_end (metrics if validation ran), `epoch += 1`; return `stop_training`."
         self.state_dict["last_metrics"] = [val_loss] if val_loss is not None else [None]
-        self("epoch_end", call_mets=val_loss is not None)
+        self._run("epoch_end", val_loss is not None)
         self.state_dict["epoch"] += 1
         return self.state_dict["stop_training"]
 
@@ -477,18 +504,16 @@ class OptimWrapper:
 
     # -- the optimizer's own methods
     def step(self) -> None:
-        "Apply true weight decay (if on), then the inner optimizer's step."
+        "Apply true weight decay (if on): ``p *= 1 - lr*wd`` for each layer group; then the inner optimizer's step."
         if self.true_wd:
             groups = self.opt.param_groups
             for lr, wd, pg_wd, pg_no_wd in zip(self._lr, self._wd, groups[::2], groups[1::2]):
                 factor = 1 - wd * lr
-                # one fused multiply per param group (the same arithmetic as p.mul_(factor) per param)
-                with torch.no_grad():
-                    if pg_wd["params"]:
-                        torch._foreach_mul_(pg_wd["params"], factor)
-                    if self.bn_wd and pg_no_wd["params"]:
-                        torch._foreach_mul_(pg_no_wd["params"], factor)
-            self.set_val("weight_decay", listify(0, self._wd))
+                params = pg_wd["params"] + pg_no_wd["params"] if self.bn_wd else pg_wd["params"]
+                if params and factor != 1:  # one fused multiply: the same arithmetic as p.mul_(factor) per param
+                    with torch.no_grad():
+                        torch._foreach_mul_(params, factor)
+                pg_wd["weight_decay"] = pg_no_wd["weight_decay"] = 0  # the decay is done: torch must not add its own
         self.opt.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -1,0 +1,88 @@
+"""Instructions per training batch, raw PyTorch loop vs fastloop, counted by valgrind (callgrind).
+
+Wall-clock ratios on a shared 2-core VM swing by +-20% between runs; instruction counts do not.  Each loop
+runs in its own process under callgrind at two batch counts; the difference divided by the extra batches
+is the cost of one batch, with interpreter start-up and imports cancelled out.
+
+    python benchmarks/count_instructions.py            # workload (a), about 10 minutes
+    python benchmarks/count_instructions.py --child raw 200   # (internal) one measured process
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(mode: str, n_batches: int) -> None:
+    "Train workload (a) for `n_batches` with the raw loop or with `Learner.fit` (Recorder and bar on)."
+    sys.path.insert(0, str(ROOT))
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(64, 32, generator=g), torch.randint(0, 10, (64,), generator=g)) for _ in range(n_batches)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+    if mode == "raw":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=1e-2)
+        losses = []
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.detach())
+        return
+    from fastloop.basic_data import DataBunch
+    from fastloop.basic_train import Learner
+
+    class Batches:
+        def __len__(self) -> int:
+            return len(batches)
+
+        def __iter__(self):
+            return iter(batches)
+
+    data = DataBunch(Batches(), None, device="cpu", no_check=True)
+    learn = Learner(data, model, loss_func=F.cross_entropy)
+    with contextlib.redirect_stdout(io.StringIO()):
+        learn.fit(1, 1e-3)
+
+
+def count(mode: str, n_batches: int) -> int:
+    "Instructions callgrind collects for one child process."
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+           "--child", mode, str(n_batches)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "N"))
+    parser.add_argument("--low", type=int, default=100)
+    parser.add_argument("--high", type=int, default=400)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return
+    per_batch = {}
+    for mode in ("raw", "fastloop"):
+        lo, hi = count(mode, args.low), count(mode, args.high)
+        per_batch[mode] = (hi - lo) / (args.high - args.low)
+        print(f"{mode:9s} {per_batch[mode]:12,.0f} instructions per batch")
+    print(f"ratio     {per_batch['fastloop'] / per_batch['raw']:.3f}  (workload a: MLP 32-64-10, bs 64)")
+
+
+if __name__ == "__main__":
+    main()
