@@ -11,52 +11,27 @@ is the cost of one batch, with interpreter start-up and imports cancelled out.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def child(mode: str, n_batches: int) -> None:
-    "Train workload (a) for `n_batches` with the raw loop or with `Learner.fit` (Recorder and bar on)."
-    sys.path.insert(0, str(ROOT))
+    "Train workload (a) for `n_batches` with bench_loop's raw loop or its default fastloop run."
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_loop as bl
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(64, 32, generator=g), torch.randint(0, 10, (64,), generator=g)) for _ in range(n_batches)]
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
-    if mode == "raw":
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=1e-2)
-        losses = []
-        for x, y in batches:
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            losses.append(loss.detach())
-        return
-    from fastloop.basic_data import DataBunch
-    from fastloop.basic_train import Learner
-
-    class Batches:
-        def __len__(self) -> int:
-            return len(batches)
-
-        def __iter__(self):
-            return iter(batches)
-
-    data = DataBunch(Batches(), None, device="cpu", no_check=True)
-    learn = Learner(data, model, loss_func=F.cross_entropy)
-    with contextlib.redirect_stdout(io.StringIO()):
-        learn.fit(1, 1e-3)
+    a = bl.WORKLOADS[0]
+    w = bl.Workload(a.name, a.sizes, a.bs, n_batches)
+    batches = bl.make_batches(w)
+    with bl.quiet():
+        if mode == "raw":
+            bl.run_raw(w, batches)
+        else:
+            bl.run_fastloop(w, batches, bl.VARIANTS[0])
 
 
 def count(mode: str, n_batches: int) -> int:

@@ -406,7 +406,11 @@ class Recorder(LearnerCallback):
 
 
 class RecordOnCPU(Callback):
-    "Keep CPU copies of the batch's input and target (``on_batch_begin``: reads ``last_input``, ``last_target``)."
+    """Keep CPU copies of the batch's input and target.
+
+    Event: ``on_batch_begin`` (reads ``last_input``, ``last_target``; returns nothing).  ``_order`` 0: it only
+    copies, so it may run anywhere among the order-0 callbacks.
+    """
 
     def on_batch_begin(self, last_input: Any, last_target: Any, **kwargs: Any) -> None:
         self.input, self.target = to_detach(last_input), to_detach(last_target)

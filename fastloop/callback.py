@@ -352,7 +352,8 @@ class AverageMetric(Callback):
 
     Events: ``on_epoch_begin`` (reset), ``on_batch_end`` (reads ``last_output``, ``last_target``; validation
     only, since metrics get batch events only when ``train`` is False), ``on_epoch_end`` (reads
-    ``last_metrics``, returns it with the batch-size-weighted mean appended).
+    ``last_metrics``, returns it with the batch-size-weighted mean appended).  ``_order`` stays 0: metrics
+    are never sorted, they run in the order given, before every callback.
     """
 
     def __init__(self, func: Callable[..., torch.Tensor]):

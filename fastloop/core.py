@@ -66,7 +66,7 @@ def listify(p: Any = None, q: Any = None) -> list:
     return list(p)
 
 
-def even_mults(start: float, stop: float, n: int):
+def even_mults(start: float, stop: float, n: int) -> Any:
     """`n` values from `start` to `stop`, evenly spaced on a log scale (``n == 1`` divides by zero, as in v1)."""
     import numpy as np
 

@@ -458,3 +458,21 @@ def test_handler_invariants_hold_for_random_callbacks_returning_random_valid_upd
         if event == "train_end":
             assert kw["exception"] is False and epoch == epochs_run and it == iteration
     assert h.state_dict["iteration"] == iteration
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(min_value=1e-3, max_value=1e4, allow_nan=False), min_size=1, max_size=60),
+       st.sampled_from([torch.float32, torch.float16, torch.float64]))
+def test_handler_loss_smoothing_gives_the_same_bits_as_v1s_tensor_arithmetic(losses, dtype):
+    """The handler smooths on float32 numpy scalars for speed; v1 smooths loss.float().detach().cpu() tensors.
+    Both must give identical smooth_loss tensors at every step."""
+    h = CallbackHandler()
+    h.on_train_begin(1, None, [])
+    reference = SmoothenValue(0.98)
+    for v in losses:
+        loss = torch.tensor(v, dtype=dtype, requires_grad=True) * 1
+        h.on_batch_begin(X, Y)
+        h.on_backward_begin(loss)
+        reference.add_value(loss.float().detach().cpu())
+        assert torch.equal(h.state_dict["smooth_loss"], reference.smooth)
+        assert h.state_dict["smooth_loss"].dtype == torch.float32

@@ -85,27 +85,6 @@ def test_no_val_removes_the_valid_loss_column(capsys):
     assert header.split() == ["epoch", "train_loss", "time"]
 
 
-def test_metric_callback_named_dummy_prints_its_values_v1_test_metrics(capsys):
-    """fastai v1's test_metrics: a Callback metric with name 'dummy' returning 9876**k."""
-
-    class DummyMetric(Callback):
-        name = "dummy"
-
-        def __init__(self):
-            self.epoch = 0
-
-        def on_epoch_begin(self, **kwargs):
-            self.epoch += 1
-
-        def on_epoch_end(self, last_metrics, **kwargs):
-            return {"last_metrics": last_metrics + [torch.tensor(9876.0**self.epoch)]}
-
-    learn = make_learner(metrics=DummyMetric())
-    learn.fit(2, 1e-2)
-    out = capsys.readouterr().out
-    assert "dummy" in out and "9876.00" in out and "97535376.00" in out
-
-
 def test_format_time_uses_minutes_then_hours():
     assert format_time(5.9) == "00:05" and format_time(125) == "02:05" and format_time(3725) == "1:02:05"
 
