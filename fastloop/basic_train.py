@@ -513,7 +513,8 @@ class Learner:
     def __repr__(self) -> str:
         return (f"Learner(data={type(self.data).__name__}, model={type(self.model).__name__}, "
                 f"opt_func={getattr(self.opt_func, '__name__', self.opt_func)}, loss_func={self.loss_func}, "
-                f"metrics={self.metrics}, callbacks={self.callbacks}, path={self.path})")
+                f"metrics={[getattr(m, '__name__', type(m).__name__) for m in self.metrics]}, "
+                f"callbacks={[type(cb).__name__ for cb in self.callbacks]}, path={self.path})")
 
     # -- optimizer and layer groups
     def init(self, init: Callable[[torch.Tensor], Any]) -> None:

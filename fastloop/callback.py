@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from . import _dispatch
-from ._dispatch import EVENTS, CallbackSignatureError
+from ._dispatch import EVENTS, STATE_KEY_TABLE, CallbackSignatureError, StateKey
 from .core import camel2snake, defaults, is_listy, is_tuple, listify
 from .torch_core import add_metrics, num_distrib, split_no_wd_params, trainable_params
 
 __all__ = [
     "Callback", "CallbackHandler", "CallbackSignatureError", "SmoothenValue", "OptimWrapper", "Scheduler",
     "AverageMetric", "annealing_no", "annealing_linear", "annealing_exp", "annealing_cos", "do_annealing_poly",
-    "annealing_poly", "add_metrics", "EVENTS",
+    "annealing_poly", "add_metrics", "EVENTS", "STATE_KEY_TABLE", "StateKey",
 ]
 
 
