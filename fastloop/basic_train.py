@@ -579,8 +579,12 @@ class Learner:
             self.create_opt(lr, wd)
         else:  # mom and beta are kept: after fit_one_cycle a plain fit keeps the last momentum (v1)
             self.opt.lr, self.opt.wd = lr, wd
-        callbacks = [cb(self) for cb in self.callback_fns + listify(defaults.extra_callback_fns)] + listify(callbacks)
+        callbacks = self._new_callbacks_from_fns() + listify(callbacks)
         fit(epochs, self, metrics=self.metrics, callbacks=self.callbacks + callbacks)
+
+    def _new_callbacks_from_fns(self) -> list[Callback]:
+        "Fresh instances from `callback_fns` (the Recorder first) and `defaults.extra_callback_fns`."
+        return [cb(self) for cb in self.callback_fns + listify(defaults.extra_callback_fns)]
 
     def dl(self, ds_type: DatasetType = DatasetType.Valid) -> Any:
         "The loader of `ds_type`."
@@ -612,8 +616,7 @@ class Learner:
             self.create_opt(defaults.lr, self.wd)
         lf = self.loss_func if with_loss else None
         activ = ifnone(activ, _loss_func2activ(self.loss_func))
-        fns = self.callback_fns + listify(defaults.extra_callback_fns)
-        callbacks = [cb(self) for cb in fns] + listify(self.callbacks)
+        callbacks = self._new_callbacks_from_fns() + listify(self.callbacks)
         return get_preds(self.model, self.dl(ds_type), cb_handler=CallbackHandler(callbacks), activ=activ,
                          loss_func=lf, n_batch=n_batch, pbar=pbar)
 

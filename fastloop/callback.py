@@ -249,16 +249,14 @@ class CallbackHandler:
         _dispatch.fire([(cb, meth)], cb_name, self.state_dict, kwargs)
 
     def __call__(self, cb_name: str, call_mets: bool = True, **kwargs: Any) -> None:
-        "Fire event `cb_name` on the metrics (if `call_mets`) then on the callbacks."
-        calls = self._all_calls[cb_name] if call_mets else self._cb_calls[cb_name]
-        if calls:
-            _dispatch.fire(calls, cb_name, self.state_dict, kwargs)
+        "Fire event `cb_name` on the metrics (if `call_mets`) then on the callbacks, with extras `kwargs`."
+        self._run(cb_name, call_mets, kwargs)
 
-    def _run(self, event: str, call_mets: bool) -> None:
-        "Fire `event` without extras: the per-batch path (nothing is called when nobody implements it)."
+    def _run(self, event: str, call_mets: bool, extras: dict[str, Any] | None = None) -> None:
+        "Fire `event`: nothing is called when nobody implements it (the handler methods come straight here)."
         calls = self._all_calls[event] if call_mets else self._cb_calls[event]
         if calls:
-            _dispatch.fire(calls, event, self.state_dict)
+            _dispatch.fire(calls, event, self.state_dict, extras)
 
     def set_dl(self, dl: Any) -> None:
         "A dataset that is itself a Callback takes part in the epoch (appended, unsorted)."
