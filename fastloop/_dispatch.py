@@ -98,10 +98,17 @@ class CallbackSignatureError(TypeError):
 
 
 def note(exc: BaseException, text: str) -> None:
-    """Add a PEP 678 note once (an exception that crosses nested handlers is not annotated twice)."""
-    notes = getattr(exc, "__notes__", ())
-    if text not in notes:
+    """Add a PEP 678 note once (an exception that crosses nested handlers is not annotated twice).
+
+    Python 3.10 has no ``add_note``: the note is still stored in ``__notes__`` (3.10 does not print it).
+    """
+    notes = getattr(exc, "__notes__", None) or []
+    if text in notes:
+        return
+    if hasattr(exc, "add_note"):
         exc.add_note(text)
+    else:
+        exc.__notes__ = [*notes, text]
 
 
 def _cb_label(cb: Any) -> str:

@@ -476,3 +476,15 @@ def test_handler_loss_smoothing_gives_the_same_bits_as_v1s_tensor_arithmetic(los
         reference.add_value(loss.float().detach().cpu())
         assert torch.equal(h.state_dict["smooth_loss"], reference.smooth)
         assert h.state_dict["smooth_loss"].dtype == torch.float32
+
+
+def test_notes_are_stored_even_where_add_note_does_not_exist_python_3_10():
+    from fastloop._dispatch import note
+
+    class Py310Error:  # an exception object of Python 3.10: no add_note
+        pass
+
+    err = Py310Error()
+    note(err, "fastloop: raised in callback X.on_batch_end.")
+    note(err, "fastloop: raised in callback X.on_batch_end.")
+    assert err.__notes__ == ["fastloop: raised in callback X.on_batch_end."]
