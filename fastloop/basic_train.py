@@ -181,9 +181,10 @@ class LearnerCallback(Callback):
 
     def __getattr__(self, k: str) -> Any:
         # only reached for attributes the callback lacks: fall through to the learner
-        if k == "_learn" or (k.startswith("__") and k.endswith("__")):
+        learn = None if k == "_learn" or (k.startswith("__") and k.endswith("__")) else self.learn
+        if learn is None:  # not bound to a learner (yet): no fall-through, and no endless recursion as in v1
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {k!r}")
-        return getattr(self.learn, k)
+        return getattr(learn, k)
 
     def __setstate__(self, data: Any) -> None:
         self.__dict__.update(data)

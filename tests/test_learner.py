@@ -266,3 +266,9 @@ def test_learner_callbacks_run_in_pred_batch_with_batch_begin_and_loss_begin_onl
     learn.callbacks.append(tracer)
     learn.pred_batch()
     assert tracer.events() == ["batch_begin", "loss_begin"]
+
+
+def test_an_unbound_learner_callback_raises_a_plain_attribute_error_instead_of_recursing():
+    cb = LearnerCallback.__new__(LearnerCallback)  # as when a subclass reads an attribute before __init__
+    with pytest.raises(AttributeError, match="'LearnerCallback' object has no attribute 'model'"):
+        _ = cb.model
