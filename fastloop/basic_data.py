@@ -300,9 +300,13 @@ class DataBunch:
         return getattr(self.train_ds, "c", None)
 
     def sanity_check(self) -> None:
-        "Check that the first training batch can be built; warn (as fastai v1) if not."
+        """Check that the first training batch can be built; warn (as fastai v1) if not.
+
+        As in v1, only datasets with ``items`` (fastai-style item lists) are checked: drawing a batch from a
+        shuffled loader uses the random generator, which would change a seeded script's model and batches.
+        """
         dl = getattr(self.train_dl, "dl", None)
-        if not isinstance(dl, DataLoader) or dl.batch_sampler is None:
+        if not isinstance(dl, DataLoader) or dl.batch_sampler is None or not hasattr(self.train_ds, "items"):
             return
         try:
             idx = next(iter(dl.batch_sampler))

@@ -27,6 +27,7 @@ from .core import camel2snake, defaults, ifnone, is_listy, listify
 from .torch_core import (
     AdamW,
     bn_types,
+    first_el,
     flatten_model,
     get_model,
     is_pathlike,
@@ -90,8 +91,7 @@ def validate(model: nn.Module, dl: Any, loss_func: Callable | None = None, cb_ha
                 xb, yb = cb_handler.on_batch_begin(xb, yb, train=False)
             val_loss = loss_batch(model, xb, yb, loss_func, cb_handler=cb_handler)
             val_losses.append(val_loss)
-            first_target = yb[0] if is_listy(yb) else yb
-            nums.append(first_target.shape[0])
+            nums.append(first_el(yb).shape[0])  # the batch size, from the first (possibly nested) target
             if cb_handler is not None and cb_handler.on_batch_end(val_losses[-1]):  # stop_epoch read here
                 break
             if n_batch and len(nums) >= n_batch:
@@ -426,15 +426,16 @@ def _loss_func2activ(loss_func: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     axis = getattr(loss_func, "axis", -1)
     loss_func = getattr(loss_func, "func", loss_func)  # a partial or a flattened loss
     loss_func = getattr(loss_func, "crit", loss_func)  # MixUpLoss wraps the real one
-    if isinstance(loss_func, nn.PoissonNLLLoss) and not loss_func.log_input:
-        return _identity
-    by_class = {nn.CrossEntropyLoss: partial(F.softmax, dim=axis), nn.NLLLoss: torch.exp,
-                nn.PoissonNLLLoss: torch.exp, nn.KLDivLoss: torch.exp, nn.BCEWithLogitsLoss: torch.sigmoid}
-    for cls, activ in by_class.items():
-        if isinstance(loss_func, cls):
-            return activ
-    by_name = {"cross_entropy": partial(F.softmax, dim=axis), "nll_loss": torch.exp, "poisson_nll_loss": torch.exp,
-               "kl_div": torch.exp, "binary_cross_entropy_with_logits": torch.sigmoid}
+    # looked up by name, as v1 does: a subclass of a torch loss gets no activation
+    by_name = {"cross_entropy_loss": partial(F.softmax, dim=axis), "nll_loss": torch.exp,
+               "poisson_nll_loss": torch.exp, "kl_div_loss": torch.exp, "bce_with_logits_loss": torch.sigmoid,
+               "cross_entropy": partial(F.softmax, dim=axis), "kl_div": torch.exp,
+               "binary_cross_entropy_with_logits": torch.sigmoid}
+    class_name = camel2snake(type(loss_func).__name__)
+    if class_name in by_name:
+        if class_name == "poisson_nll_loss" and not getattr(loss_func, "log_input", True):
+            return _identity
+        return by_name[class_name]
     return by_name.get(getattr(loss_func, "__name__", ""), _identity)
 
 
@@ -699,7 +700,7 @@ class Learner:
         source = self.path / self.model_dir / f"{file}.pth" if is_pathlike(file) else file
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
-        state = torch.load(source, map_location=device)
+        state = _load_checkpoint(source, device)
         if set(state.keys()) == {"model", "opt"}:
             model_state = state["model"]
             if remove_module:
@@ -710,7 +711,7 @@ class Learner:
                     self.create_opt(defaults.lr, self.wd)
                 try:
                     self.opt.load_state_dict(state["opt"])
-                except (ValueError, KeyError, RuntimeError):
+                except Exception:  # as v1: a mismatching optimizer state is ignored
                     pass
         else:
             if with_opt:
@@ -721,6 +722,25 @@ class Learner:
         del state
         gc.collect()
         return self
+
+
+def _load_checkpoint(source: Any, device: Any) -> Any:
+    """``torch.load`` with torch's safe ``weights_only=True``; files written by fastai v1 itself hold numpy
+    scalars in their optimizer state, so those (and only those) numpy types are allowed on a second try."""
+    import pickle
+
+    try:
+        return torch.load(source, map_location=device)
+    except pickle.UnpicklingError:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        numpy_scalars = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+        try:
+            numpy_scalars.append(np._core.multiarray.scalar)
+        except AttributeError:  # numpy < 2
+            numpy_scalars.append(np.core.multiarray.scalar)
+        with torch.serialization.safe_globals(numpy_scalars):
+            return torch.load(source, map_location=device)
 
 
 def _dropout_train(m: nn.Module) -> None:

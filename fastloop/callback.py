@@ -22,7 +22,7 @@ from torch import nn
 from . import _dispatch
 from ._dispatch import EVENTS, STATE_KEY_TABLE, CallbackSignatureError, StateKey
 from .core import camel2snake, defaults, is_listy, is_tuple, listify
-from .torch_core import add_metrics, num_distrib, split_no_wd_params, trainable_params
+from .torch_core import add_metrics, first_el, num_distrib, split_no_wd_params, trainable_params
 
 __all__ = [
     "Callback", "CallbackHandler", "CallbackSignatureError", "SmoothenValue", "OptimWrapper", "Scheduler",
@@ -185,6 +185,19 @@ class _CallbackList(list):
         self._on_change()
         return self
 
+    def __imul__(self, n: Any) -> _CallbackList:
+        super().__imul__(n)
+        self._on_change()
+        return self
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        super().sort(*args, **kwargs)
+        self._on_change()
+
+    def reverse(self) -> None:
+        super().reverse()
+        self._on_change()
+
 
 class CallbackHandler:
     """Runs callbacks and metrics at every event and keeps the ``state_dict`` they all read.
@@ -254,7 +267,11 @@ class CallbackHandler:
 
     def _run(self, event: str, call_mets: bool, extras: dict[str, Any] | None = None) -> None:
         "Fire `event`: nothing is called when nobody implements it (the handler methods come straight here)."
-        calls = self._all_calls[event] if call_mets else self._cb_calls[event]
+        table = self._all_calls if call_mets else self._cb_calls
+        calls = table.get(event)
+        if calls is None:  # an event of the user's own (handler('my_event')): every object is called, as in v1
+            objs = (self.metrics if call_mets else []) + list(self._callbacks)
+            calls = _dispatch.build_call_lists(objs, [event], {})[event]
         if calls:
             _dispatch.fire(calls, event, self.state_dict, extras)
 
@@ -368,7 +385,7 @@ class AverageMetric(Callback):
         "Update metric computation with `last_output` and `last_target`."
         if not is_listy(last_target):
             last_target = [last_target]
-        bs = last_target[0].size(0)
+        bs = first_el(last_target).size(0)
         self.count += bs
         val = self.func(last_output, *last_target)
         if self.world:

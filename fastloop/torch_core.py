@@ -12,7 +12,7 @@ from torch import nn
 from .core import defaults, is_listy, listify
 
 __all__ = [
-    "AdamW", "bn_types", "bias_types", "no_wd_types", "to_detach", "to_device", "to_cpu", "to_float",
+    "AdamW", "first_el", "bn_types", "bias_types", "no_wd_types", "to_detach", "to_device", "to_cpu", "to_float",
     "requires_grad", "trainable_params", "flatten_model", "first_layer", "split_model", "split_model_idx",
     "split_no_wd_params", "add_metrics", "num_distrib", "rank_distrib", "get_model", "uniqueify", "is_pathlike",
 ]
@@ -29,24 +29,30 @@ no_wd_types = bn_types + (nn.LayerNorm,)
 
 
 def to_detach(b: Any, cpu: bool = True) -> Any:
-    """Detach every tensor in `b` (nested lists/tuples/dicts too), moving them to the CPU if `cpu`."""
+    """Detach every tensor in `b` (nested lists/tuples/dicts too), moving them to the CPU if `cpu`.
+
+    Tuples come back as lists, as in fastai v1.
+    """
     if isinstance(b, torch.Tensor):
         b = b.detach()
         return b.cpu() if cpu else b
     if is_listy(b):
-        return type(b)(to_detach(o, cpu) for o in b) if isinstance(b, tuple) else [to_detach(o, cpu) for o in b]
+        return [to_detach(o, cpu) for o in b]
     if isinstance(b, dict):
         return {k: to_detach(v, cpu) for k, v in b.items()}
     return b
 
 
 def to_device(b: Any, device: torch.device | str | None) -> Any:
-    """Move every tensor in `b` to `device` (``defaults.device`` when None), without blocking."""
+    """Move every tensor in `b` to `device` (``defaults.device`` when None), without blocking.
+
+    Tuples come back as lists, as in fastai v1 (so a batch's ``last_input`` is a list for several inputs).
+    """
     device = defaults.device if device is None else device
     if isinstance(b, torch.Tensor):
         return b.to(device, non_blocking=True)
     if is_listy(b):
-        return type(b)(to_device(o, device) for o in b) if isinstance(b, tuple) else [to_device(o, device) for o in b]
+        return [to_device(o, device) for o in b]
     if isinstance(b, dict):
         return {k: to_device(v, device) for k, v in b.items()}
     return b
@@ -58,12 +64,19 @@ def to_cpu(b: Any) -> Any:
 
 
 def to_float(b: Any) -> Any:
-    """Cast floating tensors in `b` to float32; integer tensors are kept as they are."""
+    """Cast the tensors in `b` to float32, except int64/int32/int16 ones (class targets), as fastai v1 does."""
     if isinstance(b, torch.Tensor):
-        return b.float() if b.is_floating_point() else b
+        return b if b.dtype in (torch.int64, torch.int32, torch.int16) else b.float()
     if is_listy(b):
         return [to_float(o) for o in b]
     return b
+
+
+def first_el(x: Any) -> Any:
+    """The first tensor of `x`, looking into nested lists/tuples (the batch size comes from it)."""
+    while is_listy(x):
+        x = x[0]
+    return x
 
 
 def requires_grad(m: nn.Module, b: bool | None = None) -> bool | None:

@@ -345,7 +345,9 @@ def test_loss_func_read_from_train_ds_y():
 
 
 class _Ragged(Dataset):
-    """Items of different lengths: torch's default collate cannot stack them."""
+    """Items of different lengths: torch's default collate cannot stack them (fastai-style: it has `items`)."""
+
+    items = list(range(8))
 
     def __len__(self):
         return 8
@@ -358,6 +360,15 @@ def test_sanity_check_warns_on_uncollatable_data():
     with pytest.warns(UserWarning, match="collate"):
         data = DataBunch.create(_Ragged(), _Ragged(), bs=4, num_workers=0, device="cpu")
     assert len(data.train_dl) == 2  # only a warning: the bunch is still built
+
+
+def test_creating_a_bunch_of_plain_datasets_draws_no_random_numbers():
+    """As v1: only item-list datasets are sanity-checked, so a seeded script's model init and batches match v1."""
+    torch.manual_seed(1)
+    DataBunch.create(_ds(16), _ds(8), bs=4, num_workers=0, device="cpu")
+    after_bunch = torch.rand(1)
+    torch.manual_seed(1)
+    assert torch.equal(after_bunch, torch.rand(1))
 
 
 def test_sanity_check_no_check_skips_the_warning():

@@ -393,3 +393,51 @@ def test_the_documented_key_table_matches_what_a_fit_shows_callbacks(learn):
             first_seen.setdefault(k, event)
     extras = set().union(*EVENT_EXTRAS.values())
     assert {k: e for k, e in first_seen.items() if k not in extras} == STATE_KEYS
+
+
+class NestedTargets(torch.utils.data.Dataset):
+    "Items shaped ``x, [[y1, y2], z]``: the batch size comes from the first nested target."
+
+    def __init__(self, n):
+        self.x = torch.randn(n, 4)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], [[torch.tensor(0), torch.tensor(1)], torch.tensor(2.0)]
+
+
+def test_validation_takes_the_batch_size_from_the_first_nested_target():
+    from fastloop.basic_data import DataBunch
+    from fastloop.basic_train import Learner
+
+    data = DataBunch.create(NestedTargets(8), NestedTargets(6), bs=4, num_workers=0, device="cpu")
+    learn = Learner(data, nn.Linear(4, 2), loss_func=lambda out, ys, z: out.float().mean() * 0 + z.mean())
+    assert learn.validate()[0] == pytest.approx(2.0)
+
+
+def test_a_tuple_batch_reaches_callbacks_as_a_list_as_in_v1(learn):
+    seen = []
+
+    class Look(Callback):
+        def on_batch_begin(self, last_input, **kwargs):
+            seen.append(type(last_input))
+
+    def two_inputs(items):  # a custom collate_fn returning ((x, x), y)
+        x = torch.stack([i[0] for i in items])
+        return (x, x), torch.stack([i[1] for i in items])
+
+    learn.data.train_dl.dl.collate_fn = learn.data.valid_dl.dl.collate_fn = two_inputs
+    learn.model = _TwoInputs()
+    learn.fit(1, 1e-2, callbacks=[Look()])
+    assert seen and all(t is list for t in seen)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, a, b):
+        return self.lin(a + b)

@@ -488,3 +488,22 @@ def test_notes_are_stored_even_where_add_note_does_not_exist_python_3_10():
     note(err, "fastloop: raised in callback X.on_batch_end.")
     note(err, "fastloop: raised in callback X.on_batch_end.")
     assert err.__notes__ == ["fastloop: raised in callback X.on_batch_end."]
+
+
+def test_an_event_of_the_users_own_is_dispatched_to_every_callback_as_in_v1():
+    class Custom(Callback):
+        def on_my_event(self, foo, epoch, **kwargs):
+            self.got = (foo, epoch)
+
+    cb = Custom()
+    CallbackHandler([cb])("my_event", foo=1)
+    assert cb.got == (1, 0)
+
+
+def test_reversing_or_sorting_the_handler_list_changes_the_call_order():
+    a, b = Tracer(name="a"), Tracer(name="b")
+    h = CallbackHandler([a, b])
+    h.callbacks.reverse()
+    assert h.implementers("train_begin") == [b, a]
+    h.callbacks.sort(key=lambda cb: cb.name)
+    assert h.implementers("train_begin") == [a, b]

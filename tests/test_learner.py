@@ -272,3 +272,43 @@ def test_an_unbound_learner_callback_raises_a_plain_attribute_error_instead_of_r
     cb = LearnerCallback.__new__(LearnerCallback)  # as when a subclass reads an attribute before __init__
     with pytest.raises(AttributeError, match="'LearnerCallback' object has no attribute 'model'"):
         _ = cb.model
+
+
+def test_a_checkpoint_written_by_fastai_v1_with_numpy_numbers_loads(tmp_path):
+    """fastai 1.0.61's save keeps numpy floats in the optimizer's param groups; load() allows exactly those."""
+    learn = make_learner(tmp_path)
+    learn.fit(1, 1e-2)
+    opt_state = learn.opt.state_dict()
+    opt_state["param_groups"] = [{**pg, "lr": np.float64(pg["lr"])} for pg in opt_state["param_groups"]]
+    path = tmp_path / "models" / "v1.pth"
+    path.parent.mkdir()
+    torch.save({"model": learn.model.state_dict(), "opt": opt_state}, path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(path)  # torch's safe default refuses numpy scalars...
+    other = make_learner(tmp_path)
+    other.load("v1")  # ...fastloop allows exactly the numpy number types
+    assert all(torch.equal(a, b) for a, b in zip(learn.model.parameters(), other.model.parameters()))
+    assert other.opt.opt.state_dict()["param_groups"][0]["lr"] == pytest.approx(1e-2)
+
+
+def test_get_preds_looks_activations_up_by_loss_class_name_as_v1_so_subclasses_get_none():
+    class MyCE(nn.CrossEntropyLoss):
+        pass
+
+    learn = make_learner(loss_func=MyCE())
+    raw = learn.model(learn.data.valid_ds.tensors[0]).detach()
+    assert torch.allclose(learn.get_preds()[0], raw, atol=1e-6)
+
+
+def test_get_preds_casts_bool_targets_to_float_and_keeps_integer_ones():
+    from torch.utils.data import TensorDataset
+
+    from fastloop.basic_data import DataBunch
+
+    x = torch.randn(24, 4)
+    y = x[:, :3] > 0
+    data = DataBunch.create(TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:]), bs=4, num_workers=0,
+                            device="cpu")
+    learn = Learner(data, nn.Linear(4, 3), loss_func=nn.BCEWithLogitsLoss())
+    assert learn.get_preds()[1].dtype == torch.float32
+    assert make_learner().get_preds()[1].dtype == torch.long
