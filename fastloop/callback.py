@@ -526,6 +526,8 @@ class OptimWrapper:
             for lr, wd, pg_wd, pg_no_wd in zip(self._lr, self._wd, groups[::2], groups[1::2]):
                 factor = 1 - wd * lr
                 params = pg_wd["params"] + pg_no_wd["params"] if self.bn_wd else pg_wd["params"]
+                # frozen parameters are left alone: v1 also shrank the frozen biases it keeps in the no-wd group
+                params = [p for p in params if p.requires_grad]
                 if params and factor != 1:  # one fused multiply: the same arithmetic as p.mul_(factor) per param
                     with torch.no_grad():
                         torch._foreach_mul_(params, factor)

@@ -147,9 +147,9 @@ def uniqueify(x: Sequence) -> list:
 def split_no_wd_params(layer_groups: Sequence[nn.Module]) -> list[list[nn.Parameter]]:
     """Two parameter lists per layer group: (a) the weights that get weight decay, (b) the "no-wd" ones.
 
-    (b) holds every parameter of BatchNorm/LayerNorm children and the bias of Linear/Conv children.
-    fastloop keeps only *trainable* biases in (b); fastai v1 also put frozen biases there, which true
-    weight decay then shrank although they were frozen.
+    (b) holds every trainable parameter of BatchNorm/LayerNorm children and the bias of every Linear/Conv
+    child -- frozen or not, as in fastai v1, so the optimizer's layout (and its saved state) is v1's.
+    `OptimWrapper.step` then leaves frozen parameters out of true weight decay.
     """
     split = []
     for group in layer_groups:
@@ -160,7 +160,7 @@ def split_no_wd_params(layer_groups: Sequence[nn.Module]) -> list[list[nn.Parame
             elif isinstance(c, bias_types):
                 bias = getattr(c, "bias", None)
                 decay += [p for p in trainable_params(c) if p is not bias]
-                if bias is not None and bias.requires_grad:
+                if bias is not None:
                     no_decay.append(bias)
             else:
                 decay += trainable_params(c)

@@ -312,3 +312,14 @@ def test_get_preds_casts_bool_targets_to_float_and_keeps_integer_ones():
     learn = Learner(data, nn.Linear(4, 3), loss_func=nn.BCEWithLogitsLoss())
     assert learn.get_preds()[1].dtype == torch.float32
     assert make_learner().get_preds()[1].dtype == torch.long
+
+
+def test_frozen_layers_keep_v1s_optimizer_layout_but_true_weight_decay_leaves_them_unchanged():
+    learn = make_learner()
+    learn.split(lambda m: [m[2]])
+    learn.freeze()
+    frozen_w, frozen_b = learn.model[0].weight.clone(), learn.model[0].bias.clone()
+    assert learn.opt.n_params == 3  # first group: only the frozen bias (v1 keeps it); second: weight + bias
+    learn.fit(2, 1e-1, wd=0.5)
+    assert torch.equal(learn.model[0].weight, frozen_w) and torch.equal(learn.model[0].bias, frozen_b)
+    assert not torch.equal(learn.model[2].weight, make_learner().model[2].weight)

@@ -193,18 +193,19 @@ def test_split_no_wd_params_covers_every_trainable_param_once():
     assert set(map(id, flat)) == {id(p) for g in groups for p in g.parameters()}
 
 
-def test_split_no_wd_params_excludes_frozen_params():
-    """Frozen weights, biases and norm params appear in neither list (fastloop keeps frozen biases out too)."""
+def test_split_no_wd_params_excludes_frozen_params_except_biases_as_v1():
+    """Frozen weights and norm params appear in neither list; a frozen Linear/Conv bias stays in the no-wd
+    list, as in fastai v1, so the optimizer has v1's layout."""
     g0, g1 = _group_model()
     g0[0].weight.requires_grad_(False)
     g0[0].bias.requires_grad_(False)
     requires_grad(g1[1], False)
     wd0, nowd0, wd1, nowd1 = split_no_wd_params([g0, g1])
-    frozen = {id(g0[0].weight), id(g0[0].bias), id(g1[1].weight), id(g1[1].bias)}
+    frozen = {id(g0[0].weight), id(g1[1].weight), id(g1[1].bias)}
     flat = {id(p) for s in (wd0, nowd0, wd1, nowd1) for p in s}
     assert not frozen & flat
     assert wd0 == []
-    assert _ids(nowd0) == [id(g0[1].weight), id(g0[1].bias)]
+    assert _ids(nowd0) == [id(g0[0].bias), id(g0[1].weight), id(g0[1].bias)]
 
 
 def test_split_no_wd_params_removes_tied_duplicates():
