@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from fastprogress.fastprogress import master_bar, progress_bar
 from torch import nn
 
+from ._io import atomic_save
 from .basic_data import DataBunch, DatasetType
 from .callback import Callback, CallbackHandler, OptimWrapper
 from .core import camel2snake, defaults, ifnone, is_listy, listify
@@ -666,6 +667,7 @@ class Learner:
 
         The file holds tensors, numbers, strings, lists and dicts only, so ``torch.load`` with torch's
         ``weights_only=True`` default reads it.  Does nothing on distributed ranks other than 0 (v1).
+        The write is atomic (`fastloop._io.atomic_save`).
         """
         if rank_distrib():
             return None
@@ -683,7 +685,7 @@ class Learner:
             state = {"model": model_state, "opt": opt_state}
         else:
             state = model_state
-        torch.save(state, target)
+        atomic_save(state, target)  # temp file + fsync + os.replace: a crash leaves the old file intact
         return target if return_path else None
 
     def load(self, file: Any = None, device: Any = None, strict: bool = True, with_opt: bool | None = None,
