@@ -29,7 +29,7 @@ import attrs
 __all__ = [
     "EVENTS", "EVENT_EXTRAS", "STATE_KEYS", "STATE_KEY_TABLE", "StateKey", "CallbackSignatureError",
     "build_call_lists", "check_hooks",
-    "fire", "apply_update", "note",
+    "fire", "fire_probed", "is_probe", "apply_update", "note",
 ]
 
 #: fastai v1's ten events, in the order a fit meets them.
@@ -282,3 +282,44 @@ def fire(calls: list[tuple[Any, Callable[..., Any]]], event: str, state: dict[st
             raise
         if ret is not None:
             apply_update(state, ret, cb, event, prefix)
+
+
+# --------------------------------------------------------------------------------------------------- probes
+# A *probe* watches dispatch without taking part in it: the tracer (show what each callback returned) and
+# the per-callback timer are probes.  A probe is any object -- usually a Callback placed in the callback
+# list -- with these three methods:
+#
+#     probe_begin(event, state, extras)  before the event's first call (the handler has written its keys)
+#     probe_wrap(cb, event, meth) -> fn  a callable used instead of `meth` for this call (time it, record
+#                                        its return value...); it must call `meth(**kwargs)` and return
+#                                        what `meth` returned, unchanged
+#     probe_end(event, state, error)     after the event's last call (error: the exception, or None)
+#
+# With no probe in a handler, dispatch is the plain `fire` loop above: probes cost nothing when off.
+
+def is_probe(obj: Any) -> bool:
+    "Whether `obj` takes part in dispatch as a probe (has ``probe_begin``, ``probe_wrap`` and ``probe_end``)."
+    return all(callable(getattr(obj, name, None)) for name in ("probe_begin", "probe_wrap", "probe_end"))
+
+
+def fire_probed(calls: list[tuple[Any, Callable[..., Any]]], event: str, state: dict[str, Any],
+                extras: Mapping[str, Any] | None, probes: Iterable[Any], prefix: str = "on_") -> None:
+    """`fire`, with every probe told where the event begins and ends and wrapping each call.
+
+    A probe does not wrap its own hooks.  Every probe sees every event, even one nobody implements.
+    """
+    probes = list(probes)
+    for p in probes:
+        p.probe_begin(event, state, extras or {})
+    wrapped = list(calls)
+    for p in probes:
+        wrapped = [(cb, meth if cb is p else p.probe_wrap(cb, event, meth)) for cb, meth in wrapped]
+    error: BaseException | None = None
+    try:
+        fire(wrapped, event, state, extras, prefix)
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        for p in probes:
+            p.probe_end(event, state, error)

@@ -212,7 +212,10 @@ class CallbackHandler:
     * a misspelled hook (``on_epoch_start``) warns at construction -- an error with ``strict=True`` or
       ``defaults.strict_callbacks = True`` -- and an impossible hook signature raises
       `CallbackSignatureError`;
-    * an exception raised by a callback carries a note naming the callback and the event.
+    * an exception raised by a callback carries a note naming the callback and the event;
+    * *probes* (objects with ``probe_begin``/``probe_wrap``/``probe_end``, see `fastloop._dispatch`) among
+      the callbacks watch every event and wrap every call -- the tracer and the timer are built on them;
+      with no probe, firing an event is the plain loop.
     """
 
     def __init__(self, callbacks: Any = None, metrics: Any = None, beta: float = 0.98, strict: bool | None = None):
@@ -249,6 +252,8 @@ class CallbackHandler:
         cbs = _dispatch.build_call_lists(self._callbacks, EVENTS, _NOOPS)
         self._cb_calls = cbs
         self._all_calls = {e: mets[e] + cbs[e] for e in EVENTS}
+        # probes (the tracer, the timer: see _dispatch.fire_probed) are found once here; none -> plain loop
+        self._probes = [obj for obj in self.metrics + list(self._callbacks) if _dispatch.is_probe(obj)]
 
     def implementers(self, event: str, call_mets: bool = True) -> list:
         "The metrics (if `call_mets`) and callbacks that `event` calls, in call order: those that override it."
@@ -272,7 +277,9 @@ class CallbackHandler:
         if calls is None:  # an event of the user's own (handler('my_event')): every object is called, as in v1
             objs = (self.metrics if call_mets else []) + list(self._callbacks)
             calls = _dispatch.build_call_lists(objs, [event], {})[event]
-        if calls:
+        if self._probes:  # tracing or timing is on: the probes see every event, even one nobody implements
+            _dispatch.fire_probed(calls, event, self.state_dict, extras, self._probes)
+        elif calls:
             _dispatch.fire(calls, event, self.state_dict, extras)
 
     def set_dl(self, dl: Any) -> None:
