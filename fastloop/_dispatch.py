@@ -126,12 +126,17 @@ def _missing_hook(obj: Any, name: str) -> Callable[..., Any]:
 
 
 def build_call_lists(
-    objs: Iterable[Any], events: Iterable[str], noops: Mapping[str, Any], prefix: str = "on_"
+    objs: Iterable[Any], events: Iterable[str], noops: Mapping[str, Any], prefix: str = "on_",
+    get_hook: Callable[[Any, str], Callable[..., Any] | None] | None = None,
 ) -> dict[str, list[tuple[Any, Callable[..., Any]]]]:
     """Per event, ``[(obj, bound_method), ...]`` for the objects whose method is not the base no-op.
 
     `noops` maps each event to the base class's function; an object whose method *is* that function is
     skipped for the event (its call would do nothing).  Order is preserved.
+
+    `get_hook(obj, name)`, when given, finds the callable instead of ``getattr`` (the course style uses it:
+    its callbacks may override ``__call__``, and their ``__getattr__`` must not fall through to the runner);
+    an object for which it returns None is left out of that event.
     """
     objs = list(objs)
     table: dict[str, list[tuple[Any, Callable[..., Any]]]] = {}
@@ -140,6 +145,11 @@ def build_call_lists(
         base = noops.get(event)
         calls = []
         for obj in objs:
+            if get_hook is not None:
+                hook = get_hook(obj, name)
+                if hook is not None:
+                    calls.append((obj, hook))
+                continue
             meth = getattr(obj, name, None)
             if meth is None:
                 calls.append((obj, _missing_hook(obj, name)))
@@ -176,17 +186,27 @@ def _suggest(name: str, valid: list[str], prefix: str) -> str | None:
     normalised = prefix + "_".join(words)
     if normalised in valid:
         return normalised
+    # a near-exact spelling of a real name (the course's ``after_batches``) beats a synonym-normalised guess
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.85)
+    if close:
+        return close[0]
     close = difflib.get_close_matches(normalised, valid, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
 @functools.cache
-def _class_report(cls: type, events: tuple[str, ...], prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(misspelling messages, signature-error messages) for a callback class; computed once per class."""
+def _class_report(cls: type, events: tuple[str, ...], prefix: str,
+                  candidates: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(misspelling messages, signature-error messages) for a callback class; computed once per class.
+
+    With `candidates` (the course style: ``("begin_", "after_", "before_")``), the methods whose names start
+    with one of them are checked for misspellings, and hooks take no argument at all.
+    """
     valid = [prefix + e for e in events]
+    look_at = candidates or (prefix,)
     misspelled = []
     for name in dir(cls):
-        if not name.startswith(prefix) or name in valid or not callable(getattr(cls, name, None)):
+        if not name.startswith(look_at) or name in valid or not callable(getattr(cls, name, None)):
             continue
         close = _suggest(name, valid, prefix)
         if close:
@@ -202,6 +222,12 @@ def _class_report(cls: type, events: tuple[str, ...], prefix: str) -> tuple[tupl
             continue
         allowed = set(STATE_KEYS) | EVENT_EXTRAS.get(event, frozenset())
         for param in _required_params(func):
+            if candidates is not None:  # course style: events are called with no argument
+                bad_sigs.append(
+                    f"{cls.__name__}.{prefix}{event} requires the parameter '{param}', but course-style events are "
+                    f"called without arguments: read it as self.{param} (it falls through to the runner)."
+                )
+                continue
             if param in allowed:
                 continue
             close = difflib.get_close_matches(param, known + sorted(EVENT_EXTRAS.get(event, ())), n=1, cutoff=0.6)
@@ -214,9 +240,13 @@ def _class_report(cls: type, events: tuple[str, ...], prefix: str) -> tuple[tupl
     return tuple(misspelled), tuple(bad_sigs)
 
 
-def check_hooks(obj: Any, strict: bool = False, events: tuple[str, ...] = EVENTS, prefix: str = "on_") -> None:
-    """Warn about misspelled hook names (error if `strict`) and refuse impossible hook signatures."""
-    misspelled, bad_sigs = _class_report(type(obj), tuple(events), prefix)
+def check_hooks(obj: Any, strict: bool = False, events: tuple[str, ...] = EVENTS, prefix: str = "on_",
+                candidates: tuple[str, ...] | None = None) -> None:
+    """Warn about misspelled hook names (error if `strict`) and refuse impossible hook signatures.
+
+    `candidates`: name prefixes to check when `prefix` is empty (the course style), see `_class_report`.
+    """
+    misspelled, bad_sigs = _class_report(type(obj), tuple(events), prefix, candidates)
     if bad_sigs:
         raise CallbackSignatureError(bad_sigs[0])
     for msg in misspelled:
@@ -267,11 +297,16 @@ def apply_update(state: dict[str, Any], ret: Any, cb: Any, event: str, prefix: s
 
 
 def fire(calls: list[tuple[Any, Callable[..., Any]]], event: str, state: dict[str, Any],
-         extras: Mapping[str, Any] | None = None, prefix: str = "on_") -> None:
+         extras: Mapping[str, Any] | None = None, prefix: str = "on_",
+         on_return: Callable[[Any, Any], bool] | None = None) -> bool:
     """Call each hook with the whole state (plus `extras`) as keyword arguments; apply what it returns.
 
     This is fastai v1's ``_call_and_update`` for a whole event: each return is applied before the next
     callback runs, so later callbacks see the update.
+
+    `on_return(cb, returned)`, when given, replaces the returned-dict rule (the course style: a return is a
+    bool, not a dict); if it answers True, the remaining hooks are not called and `fire` returns True (the
+    course Runner's "True stops the event").  Without it `fire` returns False.
     """
     for cb, meth in calls:
         try:
@@ -280,8 +315,12 @@ def fire(calls: list[tuple[Any, Callable[..., Any]]], event: str, state: dict[st
             hint = _explain_type_error(cb, event, state, extras or {}, prefix) if isinstance(e, TypeError) else ""
             note(e, f"fastloop: raised in callback {_cb_label(cb)}.{prefix}{event}.{hint}")
             raise
-        if ret is not None:
+        if on_return is not None:
+            if on_return(cb, ret):
+                return True
+        elif ret is not None:
             apply_update(state, ret, cb, event, prefix)
+    return False
 
 
 # --------------------------------------------------------------------------------------------------- probes

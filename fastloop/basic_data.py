@@ -139,6 +139,25 @@ class DeviceDataLoader:
         for b in self.dl:
             yield self.proc_batch(b)
 
+    def skip_batches(self, n: int, then: Callable[[], None] | None = None) -> DeviceDataLoader:
+        """A one-pass copy of this loader that skips its first `n` batches at the index level (resuming a fit).
+
+        The copy's batch sampler iterates this loader's own batch sampler -- so a shuffle is drawn exactly as a
+        normal pass draws it -- drops the first `n` index lists without loading them, calls `then` (the resume
+        puts the RNG states back there), and yields the rest.  Needs a torch ``DataLoader`` with a batch sampler.
+        """
+        dl = self.dl
+        if not isinstance(dl, DataLoader) or dl.batch_sampler is None:
+            raise TypeError(f"skip_batches needs a torch DataLoader with a batch sampler, not {type(dl).__name__}")
+        settings: dict[str, Any] = dict(
+            num_workers=dl.num_workers, pin_memory=dl.pin_memory, timeout=dl.timeout,
+            worker_init_fn=dl.worker_init_fn, collate_fn=dl.collate_fn, generator=dl.generator,
+            multiprocessing_context=dl.multiprocessing_context, pin_memory_device=dl.pin_memory_device)
+        if dl.num_workers:
+            settings.update(prefetch_factor=dl.prefetch_factor, persistent_workers=False)
+        skipped = DataLoader(dl.dataset, batch_sampler=_SkipBatches(dl.batch_sampler, n, then), **settings)
+        return DeviceDataLoader(skipped, self.device, self.tfms, self.collate_fn)
+
     @classmethod
     def create(cls, dataset: Dataset, bs: int = 64, shuffle: bool = False, device: torch.device | None = None,
                tfms: Any = None, num_workers: int | None = None, collate_fn: Callable = data_collate,
@@ -147,6 +166,26 @@ class DeviceDataLoader:
         dl = DataLoader(dataset, batch_size=bs, shuffle=shuffle, num_workers=ifnone(num_workers, defaults.cpus),
                         **kwargs)
         return cls(dl, device=ifnone(device, defaults.device), tfms=tfms, collate_fn=collate_fn)
+
+
+class _SkipBatches:
+    "A batch sampler that drops the first `n` batches of `batch_sampler` (indices only), calls `then`, yields the rest."
+
+    def __init__(self, batch_sampler: Any, n: int, then: Callable[[], None] | None = None):
+        self.batch_sampler, self.n, self.then = batch_sampler, n, then
+
+    def __len__(self) -> int:
+        return max(0, len(self.batch_sampler) - self.n)
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.batch_sampler)
+        for _ in range(self.n):
+            if next(it, None) is None:
+                break
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+        yield from it
 
 
 class DataBunch:
@@ -288,6 +327,20 @@ class DataBunch:
         if items is not None and len(items) == 0:
             return True
         return len(self.valid_dl) == 0
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the training, validation and test sets all have no items (a learner made by
+        `load_learner`), as fastai v1's ``DataBunch.is_empty``."""
+        for dl in (self.train_dl, self.valid_dl, self.test_dl):
+            if dl is None:
+                continue
+            ds = self._grab_dataset(dl)
+            items = getattr(ds, "items", None)
+            n = len(items) if items is not None else (len(ds) if hasattr(ds, "__len__") else 1)
+            if n != 0:
+                return False
+        return True
 
     @property
     def batch_size(self) -> int:

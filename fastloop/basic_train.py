@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastprogress.fastprogress import master_bar, progress_bar
 from torch import nn
 
+from . import _checkpoint
+from ._bars import master_bar, progress_bar  # fastprogress's bars; silent ones on ranks other than 0
 from ._io import atomic_save
+from ._sync_free import LazyLoss, LazyText
 from .basic_data import DataBunch, DatasetType
 from .callback import Callback, CallbackHandler, OptimWrapper
 from .core import camel2snake, defaults, ifnone, is_listy, listify
@@ -40,7 +42,7 @@ from .torch_core import (
 )
 
 __all__ = ["Learner", "LearnerCallback", "Recorder", "RecordOnCPU", "fit", "loss_batch", "validate", "get_preds",
-           "train_epoch", "AdamW", "format_time"]
+           "train_epoch", "AdamW", "format_time", "load_learner", "load_callback"]
 
 
 # ================================================================================================ the loop
@@ -61,7 +63,11 @@ def loss_batch(model: nn.Module, xb: Any, yb: Any, loss_func: Callable | None = 
     out = cb_handler.on_loss_begin(out)  # last_output enters the state; a callback may replace it
     if loss_func is None:
         return to_detach(out), to_detach(yb[0])
-    loss = loss_func(out, *yb)
+    try:
+        loss = loss_func(out, *yb)
+    except Exception as e:  # name the callback that replaced the output, if one did (a wrong shape, say)
+        _note_replaced_output(e, cb_handler)
+        raise
     if opt is not None:
         # smooth_loss is computed inside on_backward_begin, from this raw loss; the loss that comes back
         # (state 'last_loss') is the one we backprop -- a callback may have scaled or replaced it
@@ -72,7 +78,23 @@ def loss_batch(model: nn.Module, xb: Any, yb: Any, loss_func: Callable | None = 
             opt.step()
         if not cb_handler.on_step_end():  # skip_zero is read here
             opt.zero_grad()
+    if opt is not None and getattr(cb_handler, "defers_losses", False):
+        return loss.detach()  # sync-free: stays on its device; the handler reads it when a callback needs it
     return loss.detach().cpu()
+
+
+def _note_replaced_output(e: BaseException, cb_handler: CallbackHandler) -> None:
+    "If on_loss_begin's callbacks replaced the model output, say who (and the shapes) on the loss function's error."
+    replaced = getattr(cb_handler, "_replaced_output", None)
+    if replaced is None:
+        return
+    shape = lambda o: tuple(o.shape) if hasattr(o, "shape") else type(o).__name__  # noqa: E731
+    names = [type(cb).__name__ for cb in cb_handler.implementers("loss_begin", call_mets=False)]
+    who = f"{names[0]}.on_loss_begin" if len(names) == 1 else f"one of {', '.join(n + '.on_loss_begin' for n in names)}"
+    from ._dispatch import note
+
+    note(e, f"fastloop: the loss function failed on a last_output replaced by callback {who} "
+            f"(the model's output had shape {shape(replaced[0])}, the replacement {shape(replaced[1])}).")
 
 
 def validate(model: nn.Module, dl: Any, loss_func: Callable | None = None, cb_handler: CallbackHandler | None = None,
@@ -113,43 +135,61 @@ def train_epoch(model: nn.Module, dl: Any, opt: Any, loss_func: Callable) -> Non
         opt.zero_grad()
 
 
-def fit(epochs: int, learn: Learner, callbacks: Sequence[Callback] | None = None, metrics: Any = None) -> None:
+def fit(epochs: int, learn: Learner, callbacks: Sequence[Callback] | None = None, metrics: Any = None,
+        resume_from: Any = None, save_on_interrupt: Any = None) -> None:
     """Fit `learn.model` for `epochs` epochs, firing every callback event on the way (spec §5.1).
 
     ``learn.model``, ``learn.opt``, ``learn.loss_func`` and the loaders are read again at every use, so a
     callback may swap them during the fit.
+
+    fastloop additions (see `fastloop._checkpoint`): `resume_from` continues a fit from a checkpoint written by
+    ``learn.save_checkpoint`` or `CheckpointCallback` -- bit for bit on the CPU; `save_on_interrupt` (a name, or
+    True for ``'interrupt'``) writes a checkpoint when Ctrl-C stops the fit.
     """
     assert len(learn.data.train_dl) != 0, (
         f"Your training dataloader is empty, can't train a model. Use a smaller batch size "
         f"(batch size={learn.data.train_dl.batch_size}) for a dataset of length {len(learn.data.train_dl.dataset)}."
     )
-    cb_handler = CallbackHandler(callbacks, metrics)
+    # sync_free="auto" (Learner's default): training losses are read from the device only when looked at
+    cb_handler = CallbackHandler(callbacks, metrics, sync_free=getattr(learn, "sync_free", False))
     pbar = master_bar(range(epochs))
-    cb_handler.on_train_begin(epochs, pbar=pbar, metrics=metrics)  # outside the try: its errors fire no train_end
-    exception: BaseException | bool = False
-    try:
-        for _ in pbar:
-            learn.model.train()
-            cb_handler.set_dl(learn.data.train_dl)
-            cb_handler.on_epoch_begin()  # num_batch = 0, stop_training = False
-            for xb, yb in progress_bar(learn.data.train_dl, parent=pbar):
-                xb, yb = cb_handler.on_batch_begin(xb, yb)  # last_input/last_target enter the state; flags reset
-                loss = loss_batch(learn.model, xb, yb, learn.loss_func, learn.opt, cb_handler)
-                # the loop hands on_batch_end only the loss: every other key is already in state_dict
-                if cb_handler.on_batch_end(loss):  # stop_epoch is read here
+    # checkpoints: requests are written at the safe points (after a training batch, after an epoch), Ctrl-C
+    # waits for one when save_on_interrupt is set, and a resumed fit is put back where its checkpoint was taken
+    with _checkpoint.FitRun(learn, cb_handler, resume_from, save_on_interrupt) as run:
+        cb_handler.on_train_begin(epochs, pbar=pbar, metrics=metrics)  # outside the try: its errors fire no train_end
+        exception: BaseException | bool = False
+        try:
+            run.resume_after_train_begin(pbar)  # resuming: callbacks, optimizer, counters as checkpointed
+            for _ in pbar:
+                # nothing left: resumed from a checkpoint written as the fit was ending, or a callback's
+                # {'epoch': k} jump at train_begin left no epoch (fastprogress 1.x would iterate a 0-total bar)
+                if run.stop_before_epoch() or cb_handler.state_dict["epoch"] >= epochs:
                     break
-            if not cb_handler.skip_validate and not learn.data.empty_val:  # skip_validate is read here
-                val_loss = validate(learn.model, learn.data.valid_dl, loss_func=learn.loss_func,
-                                    cb_handler=cb_handler, pbar=pbar)
-            else:
-                val_loss = None
-            if cb_handler.on_epoch_end(val_loss):  # stop_training is read here
-                break
-    except Exception as e:  # KeyboardInterrupt is no Exception: train_end then gets exception=False
-        exception = e
-        raise
-    finally:
-        cb_handler.on_train_end(exception)
+                learn.model.train()
+                cb_handler.set_dl(learn.data.train_dl)
+                train_dl = run.resumed_epoch()  # resuming inside this epoch: its remaining batches
+                if train_dl is None:
+                    cb_handler.on_epoch_begin()  # num_batch = 0, stop_training = False
+                    train_dl = run.epoch_loader(learn.data.train_dl)  # (notes the RNG its shuffle draws from)
+                for xb, yb in progress_bar(train_dl, parent=pbar):
+                    xb, yb = cb_handler.on_batch_begin(xb, yb)  # last_input/last_target enter the state; flags reset
+                    loss = loss_batch(learn.model, xb, yb, learn.loss_func, learn.opt, cb_handler)
+                    # the loop hands on_batch_end only the loss: every other key is already in state_dict
+                    if cb_handler.on_batch_end(loss):  # stop_epoch is read here
+                        break
+                if not cb_handler.skip_validate and not learn.data.empty_val:  # skip_validate is read here
+                    val_loss = validate(learn.model, learn.data.valid_dl, loss_func=learn.loss_func,
+                                        cb_handler=cb_handler, pbar=pbar)
+                else:
+                    val_loss = None
+                if cb_handler.on_epoch_end(val_loss):  # stop_training is read here
+                    break
+        except Exception as e:  # KeyboardInterrupt is no Exception: train_end then gets exception=False
+            exception = e
+            raise
+        finally:
+            run.detach()  # save_checkpoint in on_train_end writes at once (the interrupt checkpoint comes after)
+            cb_handler.on_train_end(exception)
 
 
 # ============================================================================================ LearnerCallback
@@ -228,9 +268,15 @@ class Recorder(LearnerCallback):
     (timer), ``on_batch_begin`` (reads ``train``; records ``opt.lr``/``opt.mom``), ``on_backward_begin``
     (reads ``smooth_loss``; records it and shows it on the bar), ``on_epoch_end`` (reads ``epoch``,
     ``num_batch``, ``smooth_loss``, ``last_metrics``; records and prints a row).  Returns nothing.
+
+    Sync-free (``_sync_free = True``): in a sync-free fit ``smooth_loss`` may be a `LazyLoss`.  ``losses``
+    keeps it, and it turns into its CPU tensor in the list when read -- at the latest at ``on_epoch_end``
+    (which prints it) or ``on_train_end`` -- so after each epoch ``losses`` holds v1's tensors.  The bar's
+    comment is a `LazyText`, formatted only when fastprogress redraws.
     """
 
     _order = -10
+    _sync_free = True  # reads smooth_loss lazily (see fastloop/_sync_free.py); only this class, not subclasses
 
     def __init__(self, learn: Learner, add_time: bool = True, silent: bool = False):
         super().__init__(learn)
@@ -267,9 +313,13 @@ class Recorder(LearnerCallback):
 
     def on_backward_begin(self, smooth_loss: torch.Tensor, **kwargs: Any) -> None:
         "Record the loss before any other callback has a chance to modify it."
-        self.losses.append(smooth_loss)
+        losses = self.losses
+        losses.append(smooth_loss)
+        if type(smooth_loss) is LazyLoss:  # sync-free: becomes its CPU tensor in `losses` once read
+            smooth_loss.store_in(losses, len(losses) - 1)
         if self.pbar is not None and hasattr(self.pbar, "child"):
-            self.pbar.child.comment = f"{smooth_loss:.4f}"
+            # f"{smooth_loss:.4f}", formatted only if fastprogress redraws before the next batch (it throttles)
+            self.pbar.child.comment = LazyText(smooth_loss, ".4f")
 
     def on_epoch_end(self, epoch: int, num_batch: int, smooth_loss: torch.Tensor, last_metrics: list,
                      **kwargs: Any) -> None:
@@ -281,7 +331,16 @@ class Recorder(LearnerCallback):
             last_metrics = [] if self.no_val else [None]
         if len(last_metrics) > 1:
             self.metrics.append(last_metrics[1:])
-        self.format_stats([epoch, smooth_loss] + last_metrics)
+        if type(smooth_loss) is LazyLoss:  # sync-free: read the epoch's losses (one copy); `losses` gets tensors
+            smooth_loss = smooth_loss.value
+        # no_val (set by CycleGANTrainer): the header has no valid_loss column, so the row leaves out the
+        # valid-loss slot; fastai 1.0.61 printed it and shifted every metric one column to the right
+        self.format_stats([epoch, smooth_loss] + (last_metrics[1:] if self.no_val else last_metrics))
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        "Sync-free: a fit cut short mid-epoch still leaves CPU tensors in `losses` (v1 has no on_train_end here)."
+        if self.losses and type(self.losses[-1]) is LazyLoss:
+            self.losses[-1] = self.losses[-1].value  # reads every pending loss; each handle replaces itself
 
     def format_stats(self, stats: Sequence[Any]) -> None:
         "Format and print one row: ints as they are, None as #na#, the rest with 6 decimals."
@@ -339,11 +398,18 @@ class Recorder(LearnerCallback):
 
     def plot(self, skip_start: int = 10, skip_end: int = 5, suggestion: bool = False,
              return_fig: bool | None = None, show_grid: bool = False, **kwargs: Any) -> Any:
-        "Plot loss against learning rate (log scale); with `suggestion`, mark the steepest descent."
+        """Plot loss against learning rate (log scale); with `suggestion`, print and mark the lr of the steepest
+        descent (stored in ``self.min_grad_lr``) and print the lr of the minimum loss / 10.  A ``k=`` keyword
+        (with the other `kwargs`) smooths the losses with ``scipy.interpolate.UnivariateSpline`` first, as v1."""
         import matplotlib.pyplot as plt
 
         lrs = self._split_list(self.lrs, skip_start, skip_end)
         losses = [float(x) for x in self._split_list(self.losses, skip_start, skip_end)]
+        if "k" in kwargs:  # v1's spline smoothing (needs scipy, imported only here)
+            from scipy.interpolate import UnivariateSpline
+
+            xs = np.arange(len(losses))
+            losses = list(UnivariateSpline(xs, losses, **kwargs)(xs))
         fig, ax = plt.subplots(1, 1)
         ax.plot(lrs, losses)
         ax.set_ylabel("Loss")
@@ -493,14 +559,20 @@ class Learner:
 
     ``layer_groups`` defaults to one group of all leaf modules; ``wd`` is applied as true weight decay
     unless ``true_wd=False``; ``bn_wd=False`` spares biases and norm layers.
+
+    ``sync_free`` (fastloop): training losses stay on the device and are read only when looked at.  "auto"
+    (default) is invisible: a callback that does not declare ``_sync_free = True`` still gets v1's CPU
+    tensors (read just before it is called); True hands every callback the device values (``last_loss``
+    a detached device tensor, ``smooth_loss`` a `LazyLoss`); False reads every loss at once, as v1.
     """
 
     def __init__(self, data: DataBunch, model: nn.Module, opt_func: Callable = AdamW, loss_func: Callable | None = None,
                  metrics: Any = None, true_wd: bool = True, bn_wd: bool = True, wd: Any = defaults.wd,
                  train_bn: bool = True, path: str | Path | None = None, model_dir: str | Path = "models",
                  callback_fns: Any = None, callbacks: Any = None, layer_groups: Sequence[nn.Module] | None = None,
-                 add_time: bool = True, silent: bool | None = None):
+                 add_time: bool = True, silent: bool | None = None, sync_free: bool | str = "auto"):
         self.data, self.opt_func, self.metrics = data, opt_func, listify(metrics)
+        self.sync_free = sync_free  # read by fit: "auto" (invisible), True (callbacks see device values), False (v1)
         self.true_wd, self.bn_wd, self.wd, self.train_bn = true_wd, bn_wd, wd, train_bn
         self.model_dir, self.add_time, self.silent = model_dir, add_time, ifnone(silent, defaults.silent)
         self.path = Path(ifnone(path, data.path))
@@ -521,12 +593,11 @@ class Learner:
 
     # -- optimizer and layer groups
     def init(self, init: Callable[[torch.Tensor], Any]) -> None:
-        "Apply `init` to the weights of every leaf module (biases are zeroed)."
-        for m in flatten_model(self.model):
-            if getattr(m, "weight", None) is not None and m.weight.dim() > 1:
-                init(m.weight)
-            if getattr(m, "bias", None) is not None and hasattr(m.bias, "data"):
-                m.bias.data.fill_(0.0)
+        """Initialise the weights of the model's trainable, non-BatchNorm modules with `init` and zero their
+        biases (`fastloop.torch_core.apply_init`, as fastai v1)."""
+        from .torch_core import apply_init
+
+        apply_init(self.model, init)
 
     def lr_range(self, lr: float | slice) -> Any:
         "A slice becomes one lr per layer group: ``slice(hi)`` -> hi/10 then hi; ``slice(lo, hi)`` -> geometric."
@@ -573,8 +644,14 @@ class Learner:
         self.freeze_to(0)
 
     # -- training
-    def fit(self, epochs: int, lr: Any = defaults.lr, wd: Any = None, callbacks: Any = None) -> None:
-        "Fit for `epochs` with `lr` (a slice gives one lr per layer group) and `wd`; `callbacks` for this fit only."
+    def fit(self, epochs: int, lr: Any = defaults.lr, wd: Any = None, callbacks: Any = None, resume_from: Any = None,
+            save_on_interrupt: Any = None) -> None:
+        """Fit for `epochs` with `lr` (a slice gives one lr per layer group) and `wd`; `callbacks` for this fit only.
+
+        fastloop additions: `resume_from` (a checkpoint name or path) continues the fit where the checkpoint was
+        taken -- pass the same epochs and callbacks as the interrupted fit; `save_on_interrupt` (a name, or True
+        for ``'interrupt'``) writes a checkpoint if Ctrl-C stops the fit.  See ``docs/reliability.md``.
+        """
         lr = self.lr_range(lr)
         if wd is None:
             wd = self.wd
@@ -583,11 +660,38 @@ class Learner:
         else:  # mom and beta are kept: after fit_one_cycle a plain fit keeps the last momentum (v1)
             self.opt.lr, self.opt.wd = lr, wd
         callbacks = self._new_callbacks_from_fns() + listify(callbacks)
-        fit(epochs, self, metrics=self.metrics, callbacks=self.callbacks + callbacks)
+        fit(epochs, self, metrics=self.metrics, callbacks=self.callbacks + callbacks, resume_from=resume_from,
+            save_on_interrupt=save_on_interrupt)
 
     def _new_callbacks_from_fns(self) -> list[Callback]:
         "Fresh instances from `callback_fns` (the Recorder first) and `defaults.extra_callback_fns`."
         return [cb(self) for cb in self.callback_fns + listify(defaults.extra_callback_fns)]
+
+    # -- per-callback timing (fastloop.callbacks.timing; imported when asked for)
+    def time_callbacks(self, on: bool = True, warn_share: float | None = 0.25, min_batches: int = 10) -> Learner:
+        "Time every callback at every event in the next fits (off by default); read it with `callback_times`."
+        from .callbacks.timing import time_callbacks
+
+        return time_callbacks(self, on=on, warn_share=warn_share, min_batches=min_batches)
+
+    def callback_times(self) -> Any:
+        "Per callback and event: calls, total/mean time, share of the training batch time (last timed fit)."
+        from .callbacks.timing import callback_times
+
+        return callback_times(self)
+
+    # -- explaining the loop (fastloop.explain; imported when asked for)
+    def show_training_loop(self, callbacks: Any = None, trace: Any = None) -> Any:
+        "Who runs at each event of the next `fit`, what each reads and returns (see `fastloop.explain`)."
+        from .explain import show_training_loop
+
+        return show_training_loop(self, callbacks=callbacks, trace=trace)
+
+    def trace(self, events: Any = None, max_records: int = 100_000) -> Any:
+        "``with learn.trace() as t: learn.fit(1)``: record the state at every event (`fastloop.callbacks.tracer`)."
+        from .callbacks.tracer import trace
+
+        return trace(self, events=events, max_records=max_records)
 
     def dl(self, ds_type: DatasetType = DatasetType.Valid) -> Any:
         "The loader of `ds_type`."
@@ -688,13 +792,38 @@ class Learner:
         atomic_save(state, target)  # temp file + fsync + os.replace: a crash leaves the old file intact
         return target if return_path else None
 
+    def save_checkpoint(self, name: Any) -> Path:
+        """Write a resumable checkpoint ``path/model_dir/{name}.pth`` (see `fastloop._checkpoint`); returns its path.
+
+        From a callback during a fit this is a request, written at the next safe point: after the running training
+        batch (resume continues at the next batch) or, during validation or at ``on_epoch_end``, after the epoch
+        (resume starts the next epoch).  Between fits it writes at once: model, optimizer, RNG states and
+        ``learn.callbacks``.  The write is atomic.  Resume with ``learn.fit(..., resume_from=name)``.
+        """
+        return _checkpoint.save_checkpoint(self, name)
+
+    def load_checkpoint(self, name: Any) -> Learner:
+        """Load the model, optimizer and RNG states of checkpoint `name` (and ``learn.callbacks``' states when it
+        was taken between fits).  To continue an interrupted fit, use ``fit(..., resume_from=name)`` instead."""
+        return _checkpoint.load_checkpoint(self, name)
+
+    def __delattr__(self, name: str) -> None:
+        # a callback deleting the optimizer (or the model, the data) mid-fit would break the loop later, far from
+        # the culprit: refuse it here, inside the callback, so the error names the callback and the event
+        if name in ("opt", "model", "data") and _checkpoint.current_run(self) is not None:
+            raise AttributeError(f"learn.{name} cannot be deleted during fit: the training loop reads it at every "
+                                 f"batch. Replace it (learn.{name} = ...) instead.")
+        super().__delattr__(name)
+
     def load(self, file: Any = None, device: Any = None, strict: bool = True, with_opt: bool | None = None,
              purge: bool = False, remove_module: bool = False) -> Learner:
         """Load ``path/model_dir/{file}.pth`` (or a file object) into the model, and the optimizer state if saved.
 
         As in v1, a failing optimizer load is ignored, and the wrapper's ``lr``/``mom`` lists keep their values.
-        ``purge`` is accepted for compatibility and ignored (fastloop has no `purge` yet).
+        With ``purge=True``, `purge` runs first (``clear_opt=with_opt or False``, as v1).
         """
+        if purge:
+            self.purge(clear_opt=ifnone(with_opt, False))
         if device is None:
             device = self.data.device
         elif isinstance(device, int):
@@ -712,7 +841,7 @@ class Learner:
                 if self.opt is None:
                     self.create_opt(defaults.lr, self.wd)
                 try:
-                    self.opt.load_state_dict(state["opt"])
+                    self.opt.load_state_dict(_steps_on_cpu(state["opt"]))
                 except Exception:  # as v1: a mismatching optimizer state is ignored
                     pass
         else:
@@ -724,6 +853,71 @@ class Learner:
         del state
         gc.collect()
         return self
+
+    # -- housekeeping between experiments (fastloop/_housekeeping.py)
+    def export(self, file: Any = "export.pkl", destroy: bool = False) -> None:
+        """Save what inference needs -- model, loss, metrics, settings, callbacks' states, data settings without
+        the datasets -- to ``path/file`` (or a file object), for `load_learner`; then `destroy` if asked.
+
+        The weights load with ``torch.load`` under ``weights_only=True``; rebuilding the learner unpickles the
+        classes and functions it names (see `fastloop._housekeeping`).
+        """
+        from ._housekeeping import export
+
+        export(self, file, destroy_after=destroy)
+
+    def purge(self, clear_opt: bool = True) -> Learner:
+        """Release memory between experiments: delete every attribute but ``data`` and ``recorder``, reload the
+        settings, model and layer groups as fresh copies, rebuild ``learn.callbacks`` from their state, and the
+        optimizer too unless `clear_opt` (spec §10.5)."""
+        from ._housekeeping import purge
+
+        return purge(self, clear_opt=clear_opt)
+
+    def destroy(self) -> None:
+        """Free the learner's internals, leaving an empty shell: attributes read as None and methods do nothing,
+        each printing ``this object has been destroyed``."""
+        from ._housekeeping import destroy
+
+        destroy(self)
+
+    def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs: Any) -> None:
+        """Print the targets and predictions of the first `rows` items of `ds_type` (v1 drew them with its
+        ItemLists, which fastloop's plain datasets do not have)."""
+        from ._housekeeping import show_results
+
+        show_results(self, ds_type, rows, **kwargs)
+
+
+def load_learner(path: Any, file: Any = "export.pkl", test: Any = None, tfm_y: Any = None, **db_kwargs: Any) -> Learner:
+    """Rebuild a learner saved with `Learner.export` (from ``path/file``, or the file object `file`), with empty
+    data; `test` (a dataset) becomes its ``test_dl``.  Unpickles the classes the file names: trusted files only."""
+    from ._housekeeping import load_learner as _load_learner
+
+    return _load_learner(path, file, test=test, tfm_y=tfm_y, **db_kwargs)
+
+
+def load_callback(class_func: type, state: dict, learn: Learner) -> Callback:
+    """Re-create a callback from its class and ``get_state()`` (``__init__`` arguments first, then attributes)."""
+    from ._housekeeping import load_callback as _load_callback
+
+    return _load_callback(class_func, state, learn)
+
+
+def _steps_on_cpu(opt_state: dict) -> dict:
+    """`opt_state` with its ``step`` counters on the CPU, where torch's optimizers keep them.
+
+    A checkpoint read with ``map_location=cuda`` (v1's ``learn.load``, and so after every ``lr_find``) puts
+    them on the GPU, and torch's optimizers then leave them there: each step reads the counter back, one
+    host-device sync per step.  Groups that are ``capturable`` or ``fused`` keep theirs on the device.
+    """
+    on_device = {pid for g in opt_state.get("param_groups", []) if g.get("capturable") or g.get("fused")
+                 for pid in g.get("params", [])}
+    for pid, param_state in opt_state.get("state", {}).items():
+        step = param_state.get("step")
+        if isinstance(step, torch.Tensor) and pid not in on_device:
+            param_state["step"] = step.cpu()
+    return opt_state
 
 
 def _load_checkpoint(source: Any, device: Any) -> Any:
@@ -748,4 +942,9 @@ def _load_checkpoint(source: Any, device: Any) -> Any:
 def _dropout_train(m: nn.Module) -> None:
     if isinstance(m, nn.modules.dropout._DropoutNd):
         m.train()
+
+
+# Last, once everything above exists: `fastloop.train` attaches fit_one_cycle, lr_find, to_fp16, mixup... to
+# Learner, so a script importing only this module has them too (see the docstring of fastloop/train.py).
+from . import train as _train  # noqa: E402, F401  (isort: skip)
 

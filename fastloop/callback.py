@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,8 +22,9 @@ from torch import nn
 
 from . import _dispatch
 from ._dispatch import EVENTS, STATE_KEY_TABLE, CallbackSignatureError, StateKey
+from ._sync_free import LazyLoss, resolve
 from .core import camel2snake, defaults, is_listy, is_tuple, listify
-from .torch_core import add_metrics, first_el, num_distrib, split_no_wd_params, trainable_params
+from .torch_core import add_metrics, first_el, num_distrib, rank_distrib, split_no_wd_params, trainable_params
 
 __all__ = [
     "Callback", "CallbackHandler", "CallbackSignatureError", "SmoothenValue", "OptimWrapper", "Scheduler",
@@ -123,20 +125,96 @@ class _LossSmoother(SmoothenValue):
 
     fastai v1 smooths ``loss.float().detach().cpu()`` with 0-dim tensor ops; float32 numpy scalars give the
     same bits (tested) for about half the cost per batch.  ``smooth`` is a 0-dim CPU float32 tensor, as in v1.
+
+    Two ways in: `add_value` reads the loss now (v1: a device-to-host copy per batch); `add_lazy` only keeps
+    the loss (on its device) and returns a `LazyLoss`.  Kept losses are read all at once -- one copy -- by
+    `flush`, which any read of a `LazyLoss`, ``smooth``, ``mov_avg`` or ``n`` triggers; the numbers are the
+    same either way.  Every 256 kept losses are stacked on the device (no sync) so a long epoch holds few
+    tensors.
     """
 
+    _CHUNK = 256
+
     def __init__(self, beta: float):
-        super().__init__(beta)
-        self.mov_avg = np.float32(0.0)
+        self.beta = beta
+        self._n, self._mov_avg, self._smooth = 0, np.float32(0.0), None
         self._beta32, self._one_minus_beta32 = np.float32(beta), np.float32(1 - beta)
+        self._kept: list[torch.Tensor] = []  # raw losses not read yet (0-dim, float32, on their device)
+        self._chunks: list[torch.Tensor] = []  # ... and older ones, stacked
+        self._handles: list[LazyLoss] = []  # one per kept loss, in order
 
     def add_value(self, val: Any) -> None:
-        "Add a loss (a tensor of any float dtype, or a number)."
-        self.n += 1
+        "Add a loss (a tensor of any float dtype, or a number) and read it now."
+        if self._handles:
+            self.flush()
+        self._n += 1
         v = np.float32(val.detach().float().item() if isinstance(val, torch.Tensor) else val)
-        self.mov_avg = self._beta32 * self.mov_avg + self._one_minus_beta32 * v
-        smooth = self.mov_avg / np.float32(1 - self.beta**self.n)
-        self.smooth = torch.scalar_tensor(float(smooth), dtype=torch.float32)  # exact: a float32 value
+        self._mov_avg = self._beta32 * self._mov_avg + self._one_minus_beta32 * v
+        smooth = self._mov_avg / np.float32(1 - self.beta**self._n)
+        self._smooth = torch.scalar_tensor(float(smooth), dtype=torch.float32)  # exact: a float32 value
+
+    def add_lazy(self, val: torch.Tensor) -> LazyLoss:
+        "Keep a 0-dim loss tensor without reading it; its smoothed value is a `LazyLoss` (read on first use)."
+        raw = val.detach()
+        if raw.dtype != torch.float32:
+            raw = raw.float()  # v1 smooths loss.float(): a cast on the device, no read
+        self._kept.append(raw)
+        handle = LazyLoss(self)
+        self._handles.append(handle)
+        if len(self._kept) >= self._CHUNK:
+            self._chunks.append(torch.stack(self._kept))
+            self._kept = []
+        return handle
+
+    def flush(self) -> None:
+        "Read every kept loss (one device-to-host copy) and smooth them in order, giving each handle its value."
+        handles = self._handles
+        if not handles:
+            return
+        parts = self._chunks + ([torch.stack(self._kept)] if self._kept else [])
+        self._kept, self._chunks, self._handles = [], [], []
+        values = (torch.cat(parts) if len(parts) > 1 else parts[0]).cpu().numpy()  # the one sync
+        n, mov_avg, beta, b32, omb32 = self._n, self._mov_avg, self.beta, self._beta32, self._one_minus_beta32
+        smooth = self._smooth
+        for handle, v in zip(handles, values):  # v: np.float32, as add_value's
+            n += 1
+            mov_avg = b32 * mov_avg + omb32 * v
+            smooth = torch.scalar_tensor(float(mov_avg / np.float32(1 - beta**n)), dtype=torch.float32)
+            handle._set(smooth)
+        self._n, self._mov_avg, self._smooth = n, mov_avg, smooth
+
+    # v1's attributes, read after the kept losses are smoothed
+    @property
+    def smooth(self) -> Any:
+        "The last smoothed value (0-dim CPU float32 tensor)."
+        self.flush()
+        return self._smooth
+
+    @smooth.setter
+    def smooth(self, v: Any) -> None:
+        self.flush()
+        self._smooth = v
+
+    @property
+    def mov_avg(self) -> Any:
+        "The running (biased) average, a float32 numpy scalar."
+        self.flush()
+        return self._mov_avg
+
+    @mov_avg.setter
+    def mov_avg(self, v: Any) -> None:
+        self.flush()
+        self._mov_avg = np.float32(v)
+
+    @property
+    def n(self) -> int:
+        "How many losses were added (kept ones included)."
+        return self._n + len(self._handles)
+
+    @n.setter
+    def n(self, v: int) -> None:
+        self.flush()
+        self._n = v
 
 
 # -------------------------------------------------------------------------------------------- the handler
@@ -199,6 +277,21 @@ class _CallbackList(list):
         self._on_change()
 
 
+def _runs_on_this_rank(cb: Any) -> bool:
+    """Whether `cb` takes part in this process: ``ranks = 'all'`` (the default) or ``'zero'`` (rank 0 only)."""
+    ranks = getattr(cb, "ranks", "all")
+    if ranks not in ("all", "zero"):
+        raise ValueError(f"{type(cb).__name__}.ranks is {ranks!r}: a callback runs on 'all' ranks or on rank 'zero'.")
+    return ranks == "all" or rank_distrib() == 0
+
+
+def _is_sync_free(obj: Any) -> bool:
+    """Whether `obj`'s own class declares ``_sync_free = True`` (it reads ``last_loss``/``smooth_loss`` as device
+    values or a `LazyLoss`, or not at all).  Not inherited: a subclass's new hooks may read them, so it must
+    declare it again."""
+    return type(obj).__dict__.get("_sync_free", False) is True
+
+
 class CallbackHandler:
     """Runs callbacks and metrics at every event and keeps the ``state_dict`` they all read.
 
@@ -218,9 +311,17 @@ class CallbackHandler:
       with no probe, firing an event is the plain loop.
     """
 
-    def __init__(self, callbacks: Any = None, metrics: Any = None, beta: float = 0.98, strict: bool | None = None):
+    def __init__(self, callbacks: Any = None, metrics: Any = None, beta: float = 0.98, strict: bool | None = None,
+                 sync_free: bool | str = False):
         self.beta = beta
         self.strict = defaults.strict_callbacks if strict is None else strict
+        # sync_free (fastloop/_sync_free.py): False reads every training loss at once (v1); "auto" keeps them on
+        # the device and reads them before a callback that is not `_sync_free` is called (what Learner.fit
+        # uses); True never reads them for callbacks (smooth_loss is a LazyLoss, last_loss a device tensor)
+        if sync_free not in (False, True, "auto"):
+            raise ValueError(f"sync_free must be False, True or 'auto', not {sync_free!r}")
+        self.sync_free = sync_free
+        self._pending: dict[str, Any] = {}  # state keys holding values not read yet -> those values
         # plain metric functions become AverageMetric callbacks; metric Callbacks are used as they are
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in listify(metrics)]
         # a stable sort: equal `_order`s keep the order of learn.callbacks, callback_fns, per-call callbacks
@@ -228,6 +329,10 @@ class CallbackHandler:
         self._rebuild()
         self.smoothener: SmoothenValue = _LossSmoother(beta)
         self.state_dict: dict[str, Any] = self._initial_state()
+        # checkpoints (fastloop._checkpoint.FitRun): called after each training batch and each epoch is complete
+        self._safe_point: Callable[[str], None] | None = None
+        # (model output, what on_loss_begin's callbacks replaced it with): named if the loss function then fails
+        self._replaced_output: tuple[Any, Any] | None = None
 
     @staticmethod
     def _initial_state() -> dict[str, Any]:
@@ -248,12 +353,24 @@ class CallbackHandler:
         """Check every callback's hooks and precompute, per event, who is called (metrics first)."""
         for obj in self.metrics + list(self._callbacks):
             _dispatch.check_hooks(obj, strict=self.strict)
+        # a callback declaring ranks = 'zero' (loggers, file writers) is left out on distributed ranks other than 0
+        here = [cb for cb in self._callbacks if _runs_on_this_rank(cb)]
         mets = _dispatch.build_call_lists(self.metrics, EVENTS, _NOOPS)
-        cbs = _dispatch.build_call_lists(self._callbacks, EVENTS, _NOOPS)
+        cbs = _dispatch.build_call_lists(here, EVENTS, _NOOPS)
         self._cb_calls = cbs
         self._all_calls = {e: mets[e] + cbs[e] for e in EVENTS}
         # probes (the tracer, the timer: see _dispatch.fire_probed) are found once here; none -> plain loop
-        self._probes = [obj for obj in self.metrics + list(self._callbacks) if _dispatch.is_probe(obj)]
+        self._probes = [obj for obj in self.metrics + here if _dispatch.is_probe(obj)]
+        # sync-free "auto": the events before which pending losses must be read for a callback (or probe) that
+        # does not declare `_sync_free = True` -- (callbacks only, metrics too)
+        if not all(_is_sync_free(p) for p in self._probes):
+            self._read_before = (frozenset(EVENTS), frozenset(EVENTS))
+        else:
+            self._read_before = tuple(frozenset(e for e in EVENTS if not all(_is_sync_free(cb) for cb, _ in t[e]))
+                                      for t in (cbs, self._all_calls))
+        # distributed training (fastloop.distributed.DistributedTrainer): the callback that reduces the loop's
+        # stop/skip flags across ranks, so that every rank takes the same branch
+        self._flag_reducer = next((f for f in (getattr(cb, "reduce_flag", None) for cb in here) if callable(f)), None)
 
     def implementers(self, event: str, call_mets: bool = True) -> list:
         "The metrics (if `call_mets`) and callbacks that `event` calls, in call order: those that override it."
@@ -264,6 +381,8 @@ class CallbackHandler:
     def _call_and_update(self, cb: Any, cb_name: str, **kwargs: Any) -> None:
         "Call `cb.on_<cb_name>` with the state and `kwargs`, then apply the returned dict (fastai v1's name)."
         meth = getattr(cb, f"on_{cb_name}")
+        if self._pending:  # sync-free: a direct call sees the CPU values, as in v1
+            self._read_pending()
         _dispatch.fire([(cb, meth)], cb_name, self.state_dict, kwargs)
 
     def __call__(self, cb_name: str, call_mets: bool = True, **kwargs: Any) -> None:
@@ -277,13 +396,32 @@ class CallbackHandler:
         if calls is None:  # an event of the user's own (handler('my_event')): every object is called, as in v1
             objs = (self.metrics if call_mets else []) + list(self._callbacks)
             calls = _dispatch.build_call_lists(objs, [event], {})[event]
+            if self._pending:
+                self._read_pending()
+        elif self._pending and event in self._read_before[call_mets]:
+            self._read_pending()  # sync-free "auto": a callback here may read last_loss/smooth_loss as v1 gives them
         if self._probes:  # tracing or timing is on: the probes see every event, even one nobody implements
             _dispatch.fire_probed(calls, event, self.state_dict, extras, self._probes)
         elif calls:
             _dispatch.fire(calls, event, self.state_dict, extras)
 
+    def _read_pending(self) -> None:
+        "Sync-free: put the CPU values of the pending keys in the state (those no callback replaced meanwhile)."
+        state = self.state_dict
+        for key, value in self._pending.items():
+            if state.get(key) is value:
+                state[key] = resolve(value)
+        self._pending = {}
+
+    @property
+    def defers_losses(self) -> bool:
+        "Whether training losses stay on their device until read (``sync_free`` is True or 'auto')."
+        return self.sync_free is not False
+
     def set_dl(self, dl: Any) -> None:
         "A dataset that is itself a Callback takes part in the epoch (appended, unsorted)."
+        # a validation loader sharded across ranks (fastloop.distributed) carries the reduction its metrics need
+        self._shard_reducer = getattr(dl, "shard_reducer", None)
         if hasattr(self, "cb_dl"):
             self.callbacks.remove(self.cb_dl)
         if isinstance(getattr(dl, "dataset", None), Callback):
@@ -294,6 +432,7 @@ class CallbackHandler:
     def on_train_begin(self, epochs: int, pbar: Any, metrics: Any) -> None:
         "Reset the state, fire train_begin (metrics too, with `metrics_names`), then jump if resuming."
         self.state_dict = self._initial_state()
+        self._pending = {}
         self.state_dict.update(n_epochs=epochs, pbar=pbar, metrics=metrics)
         names = [(m.name if hasattr(m, "name") else camel2snake(m.__class__.__name__)) for m in self.metrics]
         self("train_begin", metrics_names=names)
@@ -321,13 +460,23 @@ class CallbackHandler:
         "Put the model output in the state, fire loss_begin; return the (new) output."
         self.state_dict["last_output"] = out
         self._run("loss_begin", False)
-        return self.state_dict["last_output"]
+        new = self.state_dict["last_output"]
+        self._replaced_output = None if new is out else (out, new)
+        return new
 
     def on_backward_begin(self, loss: torch.Tensor) -> tuple[Any, bool]:
         "Smooth the raw loss into `smooth_loss`, fire backward_begin; return (loss to backprop, skip_bwd)."
         # smooth_loss is computed here, from the loss *before* any callback replaces it
-        self.smoothener.add_value(loss)
-        self.state_dict["last_loss"], self.state_dict["smooth_loss"] = loss, self.smoothener.smooth
+        add_lazy = getattr(self.smoothener, "add_lazy", None) if self.sync_free is not False else None
+        if add_lazy is not None and isinstance(loss, torch.Tensor) and loss.dim() == 0:
+            # sync-free: the loss is kept on its device, smooth_loss is a LazyLoss read on first use; the
+            # graph loss in last_loss is what v1 has there too, so only smooth_loss is pending
+            smooth = add_lazy(loss)
+            self._pending = {"smooth_loss": smooth} if self.sync_free == "auto" else {}
+        else:
+            self.smoothener.add_value(loss)
+            smooth = self.smoothener.smooth
+        self.state_dict["last_loss"], self.state_dict["smooth_loss"] = loss, smooth
         self._run("backward_begin", False)
         return self.state_dict["last_loss"], self.state_dict["skip_bwd"]
 
@@ -345,17 +494,35 @@ class CallbackHandler:
         "Put the batch's (detached) loss in the state, fire batch_end, then move the counters; return `stop_epoch`."
         state = self.state_dict
         state["last_loss"] = loss
+        if self.sync_free == "auto" and not getattr(loss, "is_cpu", True):  # sync-free: read when a callback needs it
+            self._pending["last_loss"] = loss
         self._run("batch_end", not state["train"])
         if state["train"]:  # counters move after the callbacks, and only for training batches
             state["iteration"] += 1
             state["num_batch"] += 1
+            if self._flag_reducer is not None:  # distributed: one rank stopping the epoch stops it on all
+                state["stop_epoch"] = self._flag_reducer(state["stop_epoch"])
+            if self._safe_point is not None:  # the batch is complete: requested checkpoints are written here
+                self._safe_point("batch")
         return state["stop_epoch"]
 
     def on_epoch_end(self, val_loss: Any) -> bool:
         "`last_metrics = [val_loss]`, fire epoch_end (metrics if validation ran), `epoch += 1`; return `stop_training`."
         self.state_dict["last_metrics"] = [val_loss] if val_loss is not None else [None]
+        if val_loss is not None and getattr(self, "_shard_reducer", None) is not None:
+            # distributed validation ran on this rank's shard only: metrics sum their counts over all ranks
+            for m in self.metrics:
+                if callable(getattr(m, "sync_shards", None)):
+                    m.sync_shards(self._shard_reducer)
+                else:
+                    warnings.warn(f"Metric {type(m).__name__} has no sync_shards(reduce) method: under distributed "
+                                  f"validation its value is computed on this rank's shard only.", stacklevel=2)
         self._run("epoch_end", val_loss is not None)
         self.state_dict["epoch"] += 1
+        if self._flag_reducer is not None:  # distributed: one rank stopping the training stops it on all
+            self.state_dict["stop_training"] = self._flag_reducer(self.state_dict["stop_training"])
+        if self._safe_point is not None:  # the epoch is complete: requested checkpoints are written here
+            self._safe_point("epoch")
         return self.state_dict["stop_training"]
 
     def on_train_end(self, exception: BaseException | bool) -> None:
@@ -365,6 +532,8 @@ class CallbackHandler:
     @property
     def skip_validate(self) -> bool:
         "The state's `skip_validate` flag (read by fit after each epoch's training loop)."
+        if self._flag_reducer is not None:  # distributed: validation is skipped on all ranks or on none
+            self.state_dict["skip_validate"] = self._flag_reducer(self.state_dict["skip_validate"])
         return self.state_dict["skip_validate"]
 
 
@@ -395,13 +564,22 @@ class AverageMetric(Callback):
         bs = first_el(last_target).size(0)
         self.count += bs
         val = self.func(last_output, *last_target)
-        if self.world:
-            import torch.distributed as dist
-
-            val = val.clone()
-            dist.all_reduce(val, op=dist.ReduceOp.SUM)
-            val /= self.world
+        # fastai v1 all-reduced each batch's value here and divided by the world size: an average of averages
+        # that counts a padded sampler's duplicates, and a collective per batch that hangs when the shards have
+        # different numbers of batches.  fastloop sums locally and reduces (sum, count) once: `sync_shards`.
         self.val += bs * val.detach().cpu()
+
+    def sync_shards(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Distributed validation: replace the local (sum, count) by their sums over all ranks.
+
+        Called by the handler at epoch end, before ``on_epoch_end``, when the validation loader was sharded
+        by `fastloop.distributed.DistributedTrainer`; `reduce` sum-reduces a float64 tensor across ranks.
+        """
+        local = torch.as_tensor(self.val, dtype=torch.float64).reshape(-1)
+        total = reduce(torch.cat([local, torch.tensor([float(self.count)], dtype=torch.float64)]))
+        dtype = self.val.dtype if isinstance(self.val, torch.Tensor) else torch.float32
+        shape = self.val.shape if isinstance(self.val, torch.Tensor) else ()
+        self.val, self.count = total[:-1].reshape(shape).to(dtype), int(total[-1].item())
 
     def on_epoch_end(self, last_metrics: Any, **kwargs: Any) -> dict:
         "Set the final result in `last_metrics`."

@@ -245,6 +245,11 @@ class ConfusionMatrix(Callback):
         cm = torch.bincount(targs * n + preds, minlength=n * n).view(n, n).float()
         self.cm = cm if self.cm is None else self.cm + cm
 
+    def sync_shards(self, reduce: Any) -> None:
+        "Distributed validation (see `AverageMetric.sync_shards`): sum the confusion matrices of all ranks."
+        if self.cm is not None:
+            self.cm = reduce(self.cm.double()).to(self.cm.dtype)
+
     def on_epoch_end(self, **kwargs: Any) -> None:
         "Expose the epoch's matrix as ``.metric``."
         self.metric = self.cm

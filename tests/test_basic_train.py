@@ -99,6 +99,14 @@ def test_resume_from_epoch_returned_at_train_begin_runs_the_remaining_epochs(lea
     assert rows == ["1", "2"]
 
 
+def test_a_jump_at_train_begin_that_leaves_no_epoch_runs_none_and_ends_the_fit_cleanly(learn):
+    """v1 (fastprogress 0.2) ran nothing; fastprogress 1.x iterated a 0-total bar and crashed on `start_t`."""
+    tracer = Tracer(actions={("train_begin", 0): {"epoch": 2}})
+    learn.fit(2, 1e-2, callbacks=[tracer])
+    assert tracer.events() == ["train_begin", "train_end"]
+    assert learn.recorder.losses == []
+
+
 # ------------------------------------------------------------------------------------------------ flags
 class Counting:
     """Wraps learn.opt's step and zero_grad to count calls."""
