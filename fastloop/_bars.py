@@ -19,7 +19,23 @@ from .torch_core import rank_distrib
 __all__ = ["QuietMasterBar", "QuietProgressBar", "master_bar", "progress_bar"]
 
 
-class QuietProgressBar:
+class _Silent:
+    "The progress-bar hooks fastprogress calls, doing nothing."
+
+    def update(self, val: int) -> None:
+        pass
+
+    def on_iter_begin(self) -> None:
+        pass
+
+    def on_iter_end(self) -> None:
+        pass
+
+    def on_interrupt(self) -> None:
+        pass
+
+
+class QuietProgressBar(_Silent):
     "A progress bar that iterates like fastprogress's (``total`` included) and prints nothing."
 
     def __init__(self, gen: Iterable[Any], total: int | None = None, display: bool = True, leave: bool = True,
@@ -40,20 +56,8 @@ class QuietProgressBar:
                 break
             yield o
 
-    def update(self, val: int) -> None:
-        pass
 
-    def on_iter_begin(self) -> None:
-        pass
-
-    def on_iter_end(self) -> None:
-        pass
-
-    def on_interrupt(self) -> None:
-        pass
-
-
-class QuietMasterBar:
+class QuietMasterBar(_Silent):
     "fastprogress's master bar API (``main_bar``, ``child``, ``write``, ``update_graph``...) with no output."
 
     def __init__(self, gen: Iterable[Any], total: int | None = None, **kwargs: Any):
@@ -70,22 +74,10 @@ class QuietMasterBar:
     def write(self, line: Any, table: bool = False) -> None:
         pass
 
-    def update(self, val: int) -> None:
-        pass
-
     def update_graph(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def show_imgs(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def on_iter_begin(self) -> None:
-        pass
-
-    def on_iter_end(self) -> None:
-        pass
-
-    def on_interrupt(self) -> None:
         pass
 
 

@@ -59,14 +59,15 @@ def loss_batch(model: nn.Module, xb: Any, yb: Any, loss_func: Callable | None = 
         xb = [xb]
     if not is_listy(yb):
         yb = [yb]
-    out = model(*xb)  # a callback that returned a list as last_input feeds several model inputs
-    out = cb_handler.on_loss_begin(out)  # last_output enters the state; a callback may replace it
+    model_out = model(*xb)  # a callback that returned a list as last_input feeds several model inputs
+    out = cb_handler.on_loss_begin(model_out)  # last_output enters the state; a callback may replace it
     if loss_func is None:
         return to_detach(out), to_detach(yb[0])
     try:
         loss = loss_func(out, *yb)
     except Exception as e:  # name the callback that replaced the output, if one did (a wrong shape, say)
-        _note_replaced_output(e, cb_handler)
+        if out is not model_out:
+            _note_replaced_output(e, cb_handler, model_out, out)
         raise
     if opt is not None:
         # smooth_loss is computed inside on_backward_begin, from this raw loss; the loss that comes back
@@ -83,18 +84,15 @@ def loss_batch(model: nn.Module, xb: Any, yb: Any, loss_func: Callable | None = 
     return loss.detach().cpu()
 
 
-def _note_replaced_output(e: BaseException, cb_handler: CallbackHandler) -> None:
-    "If on_loss_begin's callbacks replaced the model output, say who (and the shapes) on the loss function's error."
-    replaced = getattr(cb_handler, "_replaced_output", None)
-    if replaced is None:
-        return
+def _note_replaced_output(e: BaseException, cb_handler: CallbackHandler, model_out: Any, out: Any) -> None:
+    "on_loss_begin's callbacks replaced the model output: say who (and the shapes) on the loss function's error."
     shape = lambda o: tuple(o.shape) if hasattr(o, "shape") else type(o).__name__  # noqa: E731
     names = [type(cb).__name__ for cb in cb_handler.implementers("loss_begin", call_mets=False)]
     who = f"{names[0]}.on_loss_begin" if len(names) == 1 else f"one of {', '.join(n + '.on_loss_begin' for n in names)}"
     from ._dispatch import note
 
     note(e, f"fastloop: the loss function failed on a last_output replaced by callback {who} "
-            f"(the model's output had shape {shape(replaced[0])}, the replacement {shape(replaced[1])}).")
+            f"(the model's output had shape {shape(model_out)}, the replacement {shape(out)}).")
 
 
 def validate(model: nn.Module, dl: Any, loss_func: Callable | None = None, cb_handler: CallbackHandler | None = None,

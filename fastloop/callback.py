@@ -24,7 +24,7 @@ from . import _dispatch
 from ._dispatch import EVENTS, STATE_KEY_TABLE, CallbackSignatureError, StateKey
 from ._sync_free import LazyLoss, resolve
 from .core import camel2snake, defaults, is_listy, is_tuple, listify
-from .torch_core import add_metrics, first_el, num_distrib, rank_distrib, split_no_wd_params, trainable_params
+from .torch_core import add_metrics, first_el, rank_distrib, split_no_wd_params, trainable_params
 
 __all__ = [
     "Callback", "CallbackHandler", "CallbackSignatureError", "SmoothenValue", "OptimWrapper", "Scheduler",
@@ -331,8 +331,8 @@ class CallbackHandler:
         self.state_dict: dict[str, Any] = self._initial_state()
         # checkpoints (fastloop._checkpoint.FitRun): called after each training batch and each epoch is complete
         self._safe_point: Callable[[str], None] | None = None
-        # (model output, what on_loss_begin's callbacks replaced it with): named if the loss function then fails
-        self._replaced_output: tuple[Any, Any] | None = None
+        # the sum-reduction of a validation loader sharded across ranks (fastloop.distributed); set by set_dl
+        self._shard_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @staticmethod
     def _initial_state() -> dict[str, Any]:
@@ -460,9 +460,7 @@ class CallbackHandler:
         "Put the model output in the state, fire loss_begin; return the (new) output."
         self.state_dict["last_output"] = out
         self._run("loss_begin", False)
-        new = self.state_dict["last_output"]
-        self._replaced_output = None if new is out else (out, new)
-        return new
+        return self.state_dict["last_output"]
 
     def on_backward_begin(self, loss: torch.Tensor) -> tuple[Any, bool]:
         "Smooth the raw loss into `smooth_loss`, fire backward_begin; return (loss to backprop, skip_bwd)."
@@ -509,7 +507,7 @@ class CallbackHandler:
     def on_epoch_end(self, val_loss: Any) -> bool:
         "`last_metrics = [val_loss]`, fire epoch_end (metrics if validation ran), `epoch += 1`; return `stop_training`."
         self.state_dict["last_metrics"] = [val_loss] if val_loss is not None else [None]
-        if val_loss is not None and getattr(self, "_shard_reducer", None) is not None:
+        if val_loss is not None and self._shard_reducer is not None:
             # distributed validation ran on this rank's shard only: metrics sum their counts over all ranks
             for m in self.metrics:
                 if callable(getattr(m, "sync_shards", None)):
@@ -551,7 +549,6 @@ class AverageMetric(Callback):
         # a partial given its own __name__ uses it; an unnamed partial uses the wrapped function's name
         self.func = func
         self.name = getattr(func, "__name__", None) or func.func.__name__
-        self.world = num_distrib()
 
     def on_epoch_begin(self, **kwargs: Any) -> None:
         "Set the inner values to 0."

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import random
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 
+from .. import _checkpoint
 from ..basic_train import Learner, LearnerCallback
 from ..callback import Scheduler, annealing_exp
 from ..torch_core import num_distrib
@@ -75,28 +74,12 @@ class LRFinder(LearnerCallback):
             self.learn.load(self._snapshot, purge=False)
             self._snapshot = None
 
-    # -- random generators (opt-in)
-    @staticmethod
-    def _get_rng_state() -> dict:
-        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    @staticmethod
-    def _set_rng_state(state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["random"])
-        if "cuda" in state:
-            torch.cuda.set_rng_state_all(state["cuda"])
-
     # -- events
     def on_train_begin(self, pbar: Any, **kwargs: Any) -> dict:
         "Snapshot the learner, start the lr at `start_lr`; no validation during the sweep."
         pbar.clean_on_interrupt = True  # as v1: a pbar=None caller fails here
         if self.restore_rng:
-            self._rng_state = self._get_rng_state()
+            self._rng_state = _checkpoint.capture_rng()  # the same capture a checkpoint makes
         self._save_snapshot()
         self.learn.opt.lr = self.sched.start
         self.stop, self.best_loss = False, 0.0
@@ -131,7 +114,7 @@ class LRFinder(LearnerCallback):
             if hasattr(cb, "reset"):
                 cb.reset()
         if self.restore_rng and getattr(self, "_rng_state", None) is not None:
-            self._set_rng_state(self._rng_state)
+            _checkpoint.restore_rng(self._rng_state)
             self._rng_state = None
         print("LR Finder is complete, type {learner_name}.recorder.plot() to see the graph.")
         total_batches = epoch * num_batch

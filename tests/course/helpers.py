@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fastloop.basic_train import LearnerCallback
 from fastloop.course.callbacks import COURSE_EVENTS, Callback
 from fastloop.course.stage04 import DataBunch
 
@@ -82,3 +83,28 @@ def fit_events(n_epochs: int, n_train: int, n_valid: int) -> list[str]:
     for _ in range(n_epochs):
         seq += ["begin_epoch"] + train * n_train + ["begin_validate"] + valid * n_valid + ["after_epoch"]
     return seq + ["after_fit"]
+
+
+class TeacherForcing(LearnerCallback):  # the translation notebook's callback, as written (imports changed only)
+    def __init__(self, learn, end_epoch):
+        super().__init__(learn)
+        self.end_epoch = end_epoch
+
+    def on_batch_begin(self, last_input, last_target, train, **kwargs):
+        if train:
+            return {"last_input": [last_input, last_target]}
+
+    def on_epoch_begin(self, epoch, **kwargs):
+        self.learn.model.pr_force = 1 - epoch / self.end_epoch
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 2)
+        self.pr_force, self.calls = 1.0, []
+
+    def forward(self, inp, targ=None):
+        self.calls.append((targ is not None, self.pr_force))
+        return self.lin(inp)

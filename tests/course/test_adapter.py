@@ -21,7 +21,7 @@ from fastloop.course.stage09b import Learner
 
 from ..conftest import make_learner
 from ..tracing import Tracer, canonical_fit
-from .helpers import make_data, make_model
+from .helpers import Seq2Seq, TeacherForcing, make_data, make_model
 
 
 # ------------------------------------------------------------- MRNet's callback, as posted (imports changed only)
@@ -183,31 +183,6 @@ def test_remove_cbs_accepts_the_v1_callback():
     assert isinstance(learn.cbs[1], V1CallbackAdapter) and learn.cbs[1].wrapped is mr
     learn.remove_cbs([mr])
     assert len(learn.cbs) == 1
-
-
-class TeacherForcing(LearnerCallback):  # the translation notebook's callback, as written (imports changed only)
-    def __init__(self, learn, end_epoch):
-        super().__init__(learn)
-        self.end_epoch = end_epoch
-
-    def on_batch_begin(self, last_input, last_target, train, **kwargs):
-        if train:
-            return {"last_input": [last_input, last_target]}
-
-    def on_epoch_begin(self, epoch, **kwargs):
-        self.learn.model.pr_force = 1 - epoch / self.end_epoch
-
-
-class Seq2Seq(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(4, 2)
-        self.pr_force, self.calls = 1.0, []
-
-    def forward(self, inp, targ=None):
-        self.calls.append((targ is not None, self.pr_force))
-        return self.lin(inp)
 
 
 def test_teacher_forcing_list_input_reaches_the_model_and_pr_force_follows_the_epoch():

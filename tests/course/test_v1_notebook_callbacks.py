@@ -1,7 +1,8 @@
 """fastai v1 callbacks from the course's v1 notebooks, on fastai v1's Learner (spec §6: 16, 17).
 
 (Spec §6 test 14, the CycleGAN trainer, is ported in tests/ported/test_cyclegan_notebook.py; test 15,
-TeacherForcing, runs in the course Learner in test_adapter.py and in v1's Learner below.)
+TeacherForcing (as written, in helpers.py), runs in the course Learner in test_adapter.py and in v1's
+Learner below.)
 """
 
 from __future__ import annotations
@@ -9,15 +10,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastloop.basic_train import LearnerCallback
 from fastloop.callback import Callback
 from fastloop.torch_core import add_metrics
 
 from ..conftest import make_learner
+from .helpers import Seq2Seq, TeacherForcing
 
 
 class CorpusBLEULike(Callback):
@@ -52,31 +52,6 @@ def test_corpus_bleu_as_a_metric_sees_validation_batches_only_and_adds_a_column(
     assert bleu.batches == Counter({False: 4})  # 2 epochs x 2 validation batches; never a training batch
     assert learn.recorder.names[-2:] == ["bleu", "time"]
     assert len(learn.recorder.metrics) == 2 and 0 <= learn.recorder.metrics[-1][0] <= 1
-
-
-class TeacherForcing(LearnerCallback):  # the translation notebook's callback, as written
-    def __init__(self, learn, end_epoch):
-        super().__init__(learn)
-        self.end_epoch = end_epoch
-
-    def on_batch_begin(self, last_input, last_target, train, **kwargs):
-        if train:
-            return {"last_input": [last_input, last_target]}
-
-    def on_epoch_begin(self, epoch, **kwargs):
-        self.learn.model.pr_force = 1 - epoch / self.end_epoch
-
-
-class Seq2Seq(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(4, 2)
-        self.pr_force, self.calls = 1.0, []
-
-    def forward(self, inp, targ=None):
-        self.calls.append((targ is not None, self.pr_force))
-        return self.lin(inp)
 
 
 def test_teacher_forcing_in_fastai_v1s_learner():
